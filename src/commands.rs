@@ -1,0 +1,264 @@
+//! The fold and compare commands: load, fold, verify, report, save.
+
+use std::path::Path;
+
+use onnx_fold::fold::FoldOptions;
+use onnx_fold::model::{self, Model};
+use onnx_fold::report::REPORT_VERSION;
+use onnx_fold::verify::{
+    self, bench_model, build_inputs, load_model, BenchResult, InputRequest, ModelOutputs, ModelSource, Tolerance, Verification,
+    VerifyError, VerifyOptions,
+};
+use onnx_fold::{fold_model, FoldReport};
+use serde::Serialize;
+
+use crate::cli::{CompareArgs, FoldArgs, InputArgs, VerifyMode};
+use crate::summary;
+
+/// How a command failed, which decides the exit code.
+pub enum Failure {
+    /// Invalid input or an I/O error: exit code 1.
+    Invalid(String),
+    /// The outputs differ, or verification was required and could not run: exit code 3.
+    Verification(String),
+}
+
+impl From<onnx_fold::Error> for Failure {
+    fn from(error: onnx_fold::Error) -> Self {
+        Failure::Invalid(error.to_string())
+    }
+}
+
+/// The outcome of the whole-model verification.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum VerificationStatus {
+    /// Both models ran and their outputs match.
+    Passed(Verification),
+    /// Both models ran and their outputs differ.
+    Failed(Verification),
+    /// tract could not load or run a model.
+    NotVerified { reason: String, error: VerifyError },
+    /// Verification did not run.
+    Skipped { reason: String },
+}
+
+/// The JSON document written by `--report`; docs/report.md describes it.
+#[derive(Serialize)]
+struct RunReport<'a> {
+    version: u32,
+    input: &'a Path,
+    output: Option<&'a Path>,
+    written: bool,
+    fold: &'a FoldReport,
+    verification: &'a VerificationStatus,
+    bench: Option<[BenchResult; 2]>,
+}
+
+/// Folds `args.input` into `args.output`.
+pub fn fold(args: &FoldArgs, quiet: bool) -> Result<(), Failure> {
+    let (Some(input), Some(output)) = (args.input.as_deref(), args.output.as_deref()) else {
+        return Err(Failure::Invalid("give an input and an output model path".to_string()));
+    };
+    if !args.dry_run {
+        model::check_output_path(output)?;
+    }
+
+    let mut model = model::load(input)?;
+    let options = FoldOptions {
+        policy: args.policy,
+        check_folds: !args.no_fold_check,
+        fault: None,
+    };
+    let external = model.external_data();
+    let report = fold_model(&mut model.proto, &external, &options)?;
+    let bytes = if report.changed() { model::encode(&model.proto) } else { model.original.to_vec() };
+
+    let status = verify_fold(args, &model, &bytes, &report)?;
+    let bench = match (&status, args.bench) {
+        (VerificationStatus::Passed(_), Some(runs)) => Some(bench_pair(&model, &bytes, &args.inputs, runs)?),
+        _ => None,
+    };
+    if !quiet {
+        summary::print_fold(input, &report, &status, bench.as_ref());
+    }
+
+    let verdict = verdict(&status, args.verify);
+    let written = verdict.is_ok() && !args.dry_run;
+    if written {
+        model::save(&bytes, &model.proto, &model.dir(), output)?;
+    }
+    if let Some(path) = &args.report {
+        let document = RunReport {
+            version: REPORT_VERSION,
+            input,
+            output: (!args.dry_run).then_some(output),
+            written,
+            fold: &report,
+            verification: &status,
+            bench,
+        };
+        write_json(path, &document)?;
+    }
+    if written && !quiet {
+        println!("wrote {}", output.display());
+    }
+    verdict
+}
+
+fn verdict(status: &VerificationStatus, mode: VerifyMode) -> Result<(), Failure> {
+    match status {
+        VerificationStatus::Failed(verification) => Err(Failure::Verification(format!(
+            "the folded model's outputs differ from the original's, so it was not written:\n{}",
+            verification.comparison
+        ))),
+        VerificationStatus::NotVerified { reason, .. } if mode == VerifyMode::Require => Err(Failure::Verification(format!(
+            "verification is required but tract could not run the model, so it was not written: {reason}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn verify_fold(args: &FoldArgs, model: &Model, folded: &[u8], report: &FoldReport) -> Result<VerificationStatus, Failure> {
+    if args.no_verify {
+        return Ok(VerificationStatus::Skipped {
+            reason: "--no-verify was given".to_string(),
+        });
+    }
+    if !report.changed() {
+        return Ok(VerificationStatus::Skipped {
+            reason: "nothing was folded, the output is the input unchanged".to_string(),
+        });
+    }
+
+    let dir = model.dir();
+    let original = ModelSource {
+        label: "original",
+        bytes: &model.original,
+        model_dir: Some(&dir),
+    };
+    let folded = ModelSource {
+        label: "folded",
+        bytes: folded,
+        model_dir: Some(&dir),
+    };
+    run_verification(&original, &folded, &args.inputs)
+}
+
+/// Runs both models on the same inputs; tract's failures become `NotVerified`,
+/// invalid user inputs an error.
+fn run_verification(original: &ModelSource, other: &ModelSource, args: &InputArgs) -> Result<VerificationStatus, Failure> {
+    let loaded = match load_model(original.label, original.bytes, original.model_dir) {
+        Ok(loaded) => loaded,
+        Err(error) => return Ok(not_verified(VerifyError::Load { role: verify::ModelRole::Original, error })),
+    };
+    let options = verify_options(&loaded, args)?;
+
+    let other_loaded = match load_model(other.label, other.bytes, other.model_dir) {
+        Ok(loaded) => loaded,
+        Err(error) => return Ok(not_verified(VerifyError::Load { role: verify::ModelRole::Folded, error })),
+    };
+
+    match verify::verify_loaded(&loaded, &other_loaded, &options) {
+        Ok(verification) if verification.passed() => Ok(VerificationStatus::Passed(verification)),
+        Ok(verification) => Ok(VerificationStatus::Failed(verification)),
+        Err(VerifyError::Inputs { error }) => Err(Failure::Invalid(error.to_string())),
+        Err(error) => Ok(not_verified(error)),
+    }
+}
+
+fn not_verified(error: VerifyError) -> VerificationStatus {
+    log::warn!("the model was not verified: {error}");
+    VerificationStatus::NotVerified {
+        reason: error.to_string(),
+        error,
+    }
+}
+
+/// Reads the user's input files against the original model's inputs.
+fn verify_options(model: &verify::LoadedModel, args: &InputArgs) -> Result<VerifyOptions, Failure> {
+    let mut input_args = args.input.clone();
+    if let Some(dir) = &args.inputs_dir {
+        input_args.push(verify::InputArg::Unnamed { path: dir.clone() });
+    }
+    let tensors = verify::read_input_args(model, &input_args).map_err(|error| Failure::Invalid(error.to_string()))?;
+
+    let reference = (!tensors.expected_outputs.is_empty()).then(|| ModelOutputs {
+        model: tensors
+            .expected_outputs_dir
+            .as_ref()
+            .map_or_else(|| "expected outputs".to_string(), |dir| dir.display().to_string()),
+        outputs: tensors.expected_outputs,
+    });
+    let tolerance = (args.rtol.is_some() || args.atol.is_some()).then(|| Tolerance {
+        rtol: args.rtol.unwrap_or(Tolerance::F32.rtol),
+        atol: args.atol.unwrap_or(Tolerance::F32.atol),
+    });
+    Ok(VerifyOptions {
+        inputs: InputRequest {
+            given: tensors.inputs,
+            shapes: args.input_shape.clone(),
+            seed: args.seed,
+        },
+        tolerance,
+        reference,
+    })
+}
+
+fn bench_pair(model: &Model, folded: &[u8], args: &InputArgs, runs: std::num::NonZeroUsize) -> Result<[BenchResult; 2], Failure> {
+    let dir = model.dir();
+    let bench = |label: &str, bytes: &[u8]| -> Result<BenchResult, Failure> {
+        let failed = |message: String| Failure::Invalid(format!("benchmark of the {label} model failed: {message}"));
+        let loaded = load_model(label, bytes, Some(&dir)).map_err(|error| failed(error.to_string()))?;
+        let options = verify_options(&loaded, args)?;
+        let inputs = build_inputs(&loaded, &options.inputs).map_err(|error| failed(error.to_string()))?;
+        bench_model(&loaded, &inputs, runs).map_err(|error| failed(error.to_string()))
+    };
+    Ok([bench("original", &model.original)?, bench("folded", folded)?])
+}
+
+/// Compares two models on the same inputs.
+pub fn compare(args: &CompareArgs, quiet: bool) -> Result<(), Failure> {
+    let read = |path: &Path| model::load(path);
+    let expected = read(&args.expected)?;
+    let actual = read(&args.actual)?;
+    let (expected_dir, actual_dir) = (expected.dir(), actual.dir());
+    let expected_label = args.expected.display().to_string();
+    let actual_label = args.actual.display().to_string();
+    let expected_source = ModelSource {
+        label: &expected_label,
+        bytes: &expected.original,
+        model_dir: Some(&expected_dir),
+    };
+    let actual_source = ModelSource {
+        label: &actual_label,
+        bytes: &actual.original,
+        model_dir: Some(&actual_dir),
+    };
+
+    let status = run_verification(&expected_source, &actual_source, &args.inputs)?;
+    if !quiet {
+        summary::print_verification(&status);
+    }
+    if let Some(path) = &args.report {
+        write_json(path, &serde_json::json!({ "version": REPORT_VERSION, "comparison": &status }))?;
+    }
+    match status {
+        VerificationStatus::Passed(_) => Ok(()),
+        VerificationStatus::Failed(verification) => Err(Failure::Verification(format!(
+            "{} and {} differ:\n{}",
+            expected_label, actual_label, verification.comparison
+        ))),
+        VerificationStatus::NotVerified { reason, .. } | VerificationStatus::Skipped { reason } => {
+            Err(Failure::Verification(format!("the models could not be compared: {reason}")))
+        }
+    }
+}
+
+fn write_json(path: &Path, document: &impl Serialize) -> Result<(), Failure> {
+    let mut text = serde_json::to_string_pretty(document).map_err(|error| Failure::Invalid(format!("cannot encode the report: {error}")))?;
+    text.push('\n');
+    model::check_output_path(path)?;
+    model::write_atomically(text.as_bytes(), path)?;
+    Ok(())
+}

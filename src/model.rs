@@ -1,0 +1,324 @@
+//! Loading a model from a file and saving it atomically.
+//!
+//! Loading reads the whole file into one buffer and decodes it with prost,
+//! whose `Bytes` fields then point into that buffer, so weights are not copied.
+//! Saving writes a temporary file in the output's directory, syncs it and
+//! renames it over the output: a crash leaves the old file or the new one,
+//! never a mix, and `onnx-fold m.onnx m.onnx` is safe.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use log::{debug, info};
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::external::{self, ExternalData};
+use crate::graph::{collect_reads, node_label, subgraphs};
+use crate::onnx::{GraphProto, ModelProto};
+
+/// A model and where it came from.
+pub struct Model {
+    pub proto: ModelProto,
+    /// The file's bytes as read, written back unchanged when nothing was folded.
+    pub original: Bytes,
+    pub path: PathBuf,
+}
+
+impl Model {
+    /// The directory that external data locations are relative to.
+    pub fn dir(&self) -> PathBuf {
+        model_dir(&self.path)
+    }
+
+    /// A resolver for this model's external data.
+    pub fn external_data(&self) -> ExternalData {
+        ExternalData::new(&self.dir())
+    }
+}
+
+fn model_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Reads and decodes a model file, and sorts any graph whose nodes are out of
+/// topological order.
+pub fn load(path: &Path) -> Result<Model> {
+    let metadata = fs::metadata(path).map_err(|error| Error::io("cannot read", path, error))?;
+    if metadata.is_dir() {
+        return Err(invalid(path, "it is a directory, not a file".to_string()));
+    }
+    let bytes = fs::read(path).map_err(|error| Error::io("cannot read", path, error))?;
+    load_bytes(Bytes::from(bytes), path)
+}
+
+/// Decodes a model from bytes; `path` is used for messages and external data.
+pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
+    if bytes.is_empty() {
+        return Err(invalid(path, "the file is empty".to_string()));
+    }
+    let mut proto = ModelProto::decode(bytes.clone()).map_err(|error| {
+        invalid(path, format!("protobuf decoding failed ({error}); the file may be truncated or not an ONNX model"))
+    })?;
+
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| invalid(path, "it has no graph; is it an ONNX model file?".to_string()))?;
+    if proto.ir_version.is_none() && proto.opset_import.is_empty() {
+        return Err(invalid(path, "it has neither ir_version nor opset_import; is it an ONNX model file?".to_string()));
+    }
+    sort_graph(graph, &HashSet::new(), "main").map_err(|reason| invalid(path, reason))?;
+
+    Ok(Model {
+        proto,
+        original: bytes,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Puts the nodes of a graph and its subgraphs in topological order when they
+/// are not, and rejects a cycle. A node with a subgraph depends on the values
+/// its subgraph reads from this graph.
+fn sort_graph(graph: &mut GraphProto, outer: &HashSet<String>, label: &str) -> std::result::Result<(), String> {
+    let mut visible = outer.clone();
+    visible.extend(graph.input.iter().map(|value| value.name().to_string()));
+    visible.extend(graph.initializer.iter().map(|tensor| tensor.name().to_string()));
+    visible.extend(graph.node.iter().flat_map(|node| node.output.iter().cloned()));
+
+    for node in &mut graph.node {
+        let node_name = node_label(node);
+        for attribute in &mut node.attribute {
+            for subgraph in attribute.g.iter_mut().chain(attribute.graphs.iter_mut()) {
+                sort_graph(subgraph, &visible, &format!("{label}/{node_name}"))?;
+            }
+        }
+    }
+
+    let order = topological_order(graph, label)?;
+    if order.iter().enumerate().any(|(position, &index)| position != index) {
+        info!("sorted the nodes of graph {label} into topological order");
+        let mut nodes: Vec<Option<_>> = std::mem::take(&mut graph.node).into_iter().map(Some).collect();
+        graph.node = order.into_iter().filter_map(|index| nodes[index].take()).collect();
+    }
+    Ok(())
+}
+
+/// Kahn's algorithm, taking the lowest ready index first so that a sorted
+/// graph keeps its order.
+fn topological_order(graph: &GraphProto, label: &str) -> std::result::Result<Vec<usize>, String> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (index, node) in graph.node.iter().enumerate() {
+        for output in node.output.iter().filter(|name| !name.is_empty()) {
+            producer.entry(output.as_str()).or_insert(index);
+        }
+    }
+
+    let count = graph.node.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    let mut pending = vec![0usize; count];
+    for (index, node) in graph.node.iter().enumerate() {
+        let mut reads: HashSet<String> = node.input.iter().filter(|name| !name.is_empty()).cloned().collect();
+        for subgraph in subgraphs(node) {
+            collect_reads(subgraph, &mut reads);
+        }
+        let sources: HashSet<usize> = reads.iter().filter_map(|name| producer.get(name.as_str()).copied()).collect();
+        for source in sources {
+            if source == index {
+                return Err(format!("in graph {label}, node '{}' reads its own output", node_label(&graph.node[index])));
+            }
+            dependents[source].push(index);
+            pending[index] += 1;
+        }
+    }
+
+    let mut ready: std::collections::BTreeSet<usize> = (0..count).filter(|&index| pending[index] == 0).collect();
+    let mut order = Vec::with_capacity(count);
+    while let Some(index) = ready.pop_first() {
+        order.push(index);
+        for &dependent in &dependents[index] {
+            pending[dependent] -= 1;
+            if pending[dependent] == 0 {
+                ready.insert(dependent);
+            }
+        }
+    }
+
+    if order.len() < count {
+        let stuck = (0..count).find(|&index| pending[index] > 0).unwrap_or(0);
+        return Err(format!(
+            "in graph {label}, the nodes form a cycle through node '{}'",
+            node_label(&graph.node[stuck])
+        ));
+    }
+    Ok(order)
+}
+
+/// Checks that `out` can be written before any work is done: its directory
+/// exists and it is not itself a directory.
+pub fn check_output_path(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(Error::io(
+            "cannot write",
+            out,
+            std::io::Error::other("it is a directory; give a file path for the output model"),
+        ));
+    }
+    let dir = model_dir(out);
+    if !dir.is_dir() {
+        return Err(Error::io(
+            "cannot write",
+            out,
+            std::io::Error::other(format!("directory {} does not exist", dir.display())),
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes a model to bytes.
+pub fn encode(proto: &ModelProto) -> Vec<u8> {
+    proto.encode_to_vec()
+}
+
+/// Writes `bytes` to `out` atomically and makes the external data files that
+/// the model references reachable from `out`'s directory.
+pub fn save(bytes: &[u8], proto: &ModelProto, source_dir: &Path, out: &Path) -> Result<()> {
+    check_output_path(out)?;
+    let out_dir = model_dir(out);
+    link_external_data(proto, source_dir, &out_dir)?;
+    write_atomically(bytes, out)
+}
+
+/// Writes through a temporary file in the same directory, then renames it.
+pub fn write_atomically(bytes: &[u8], out: &Path) -> Result<()> {
+    let dir = model_dir(out);
+    let mut file = tempfile::Builder::new()
+        .prefix(".onnx-fold-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|error| Error::io("cannot create a temporary file in", &dir, error))?;
+
+    file.write_all(bytes)
+        .and_then(|_| file.as_file().sync_all())
+        .map_err(|error| Error::io("cannot write", file.path(), error))?;
+    set_permissions(&file, out)?;
+
+    file.persist(out)
+        .map_err(|error| Error::io("cannot rename the temporary file to", out, error.error))?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Gives the new file the old output's permissions, or 0644 on Unix: a
+/// temporary file is created 0600, which would hide the model from other users.
+fn set_permissions(file: &tempfile::NamedTempFile, out: &Path) -> Result<()> {
+    let permissions = match fs::metadata(out) {
+        Ok(metadata) => metadata.permissions(),
+        Err(_) => match default_permissions() {
+            Some(permissions) => permissions,
+            None => return Ok(()),
+        },
+    };
+    fs::set_permissions(file.path(), permissions).map_err(|error| Error::io("cannot set permissions of", file.path(), error))
+}
+
+#[cfg(unix)]
+fn default_permissions() -> Option<fs::Permissions> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn default_permissions() -> Option<fs::Permissions> {
+    None
+}
+
+/// Syncs a directory so the rename itself is durable; best effort.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Makes every external data file of the model available next to the output.
+///
+/// In the source directory nothing is needed. Elsewhere each file is
+/// hard-linked (or copied when linking fails); an existing file with other
+/// content is an error rather than overwritten.
+fn link_external_data(proto: &ModelProto, source_dir: &Path, out_dir: &Path) -> Result<()> {
+    let locations = external::locations(proto);
+    if locations.is_empty() {
+        return Ok(());
+    }
+    let same_dir = match (source_dir.canonicalize(), out_dir.canonicalize()) {
+        (Ok(source), Ok(out)) => source == out,
+        _ => false,
+    };
+    if same_dir {
+        return Ok(());
+    }
+
+    for location in locations {
+        let probe = crate::onnx::TensorProto {
+            name: Some(format!("<data file {location}>")),
+            ..Default::default()
+        };
+        let relative = external::check_location(&probe, &location)?;
+        let source = source_dir.join(relative);
+        let target = out_dir.join(relative);
+        provide_data_file(&source, &target)?;
+    }
+    Ok(())
+}
+
+fn provide_data_file(source: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        if same_content(source, target)? {
+            return Ok(());
+        }
+        return Err(Error::io(
+            "cannot place external data at",
+            target,
+            std::io::Error::other(format!(
+                "a different file is already there; write the output into {} or move that file",
+                model_dir(source).display()
+            )),
+        ));
+    }
+
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|error| Error::io("cannot create", parent, error))?;
+    }
+    if fs::hard_link(source, target).is_ok() {
+        debug!("linked external data {} -> {}", source.display(), target.display());
+        return Ok(());
+    }
+    let data = fs::read(source).map_err(|error| Error::io("cannot read external data", source, error))?;
+    write_atomically(&data, target)?;
+    info!("copied external data {} -> {}", source.display(), target.display());
+    Ok(())
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    if let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) {
+        if a == b {
+            return Ok(true);
+        }
+    }
+    let read = |path: &Path| fs::read(path).map_err(|error| Error::io("cannot read external data", path, error));
+    Ok(read(a)? == read(b)?)
+}
+
+fn invalid(path: &Path, reason: String) -> Error {
+    Error::InvalidModel {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
