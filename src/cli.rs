@@ -43,11 +43,11 @@ pub struct FoldArgs {
     #[arg(required = true)]
     pub input: Option<PathBuf>,
 
-    /// Where to write the folded model (may be the input itself).
+    /// Path of the folded model; it may be the input itself.
     #[arg(required = true)]
     pub output: Option<PathBuf>,
 
-    /// Which chains to fold: `cheaper` folds only where multiply-accumulates
+    /// Fold policy: `cheaper` folds only where multiply-accumulates
     /// go down, picking the cheapest segmentation of each chain; `always`
     /// folds every legal link.
     #[arg(long, value_enum, default_value_t = Policy::Cheaper)]
@@ -62,7 +62,7 @@ pub struct FoldArgs {
     #[arg(long)]
     pub no_fold_check: bool,
 
-    /// What to do when tract cannot load or run the whole model: `auto` warns
+    /// Behaviour when tract cannot load or run the whole model: `auto` warns
     /// and writes OUT unverified, `require` fails with exit code 3.
     #[arg(long, value_enum, default_value_t = VerifyMode::Auto)]
     pub verify: VerifyMode,
@@ -83,6 +83,11 @@ pub struct FoldArgs {
 
     #[command(flatten)]
     pub inputs: InputArgs,
+
+    /// Composes every bias in the wrong order, so that tests can show that a
+    /// wrong fold is caught. Never use it on real work.
+    #[arg(long, hide = true)]
+    pub inject_bias_fault: bool,
 }
 
 /// Whether verification may be skipped when tract cannot run the model.
@@ -109,7 +114,7 @@ pub struct CompareArgs {
     pub inputs: InputArgs,
 }
 
-/// Where the inputs of a tract run come from and how outputs are compared.
+/// Inputs of a tract run and the tolerance of the comparison.
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// An input tensor: NAME=FILE with FILE a .npy, a .npz or an ONNX

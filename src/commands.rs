@@ -68,7 +68,7 @@ pub fn fold(args: &FoldArgs, quiet: bool) -> Result<(), Failure> {
     let options = FoldOptions {
         policy: args.policy,
         check_folds: !args.no_fold_check,
-        fault: None,
+        fault: args.inject_bias_fault.then_some(onnx_fold::fold::Fault::BiasInWrongOrder),
     };
     let external = model.external_data();
     let report = fold_model(&mut model.proto, &external, &options)?;
@@ -196,7 +196,7 @@ fn verify_options(model: &verify::LoadedModel, args: &InputArgs) -> Result<Verif
     });
     Ok(VerifyOptions {
         inputs: InputRequest {
-            given: tensors.inputs,
+            tensors: tensors.inputs,
             shapes: args.input_shape.clone(),
             seed: args.seed,
         },

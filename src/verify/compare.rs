@@ -27,13 +27,22 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// float16: rtol is about 10 machine epsilons (2^-10).
-    pub const F16: Tolerance = Tolerance { rtol: 1e-2, atol: 1e-3 };
+    pub const F16: Tolerance = Tolerance {
+        rtol: 1e-2,
+        atol: 1e-3,
+    };
 
     /// float32: rtol is about 840 machine epsilons (2^-23), room for the long sums that a fold reorders.
-    pub const F32: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-6 };
+    pub const F32: Tolerance = Tolerance {
+        rtol: 1e-4,
+        atol: 1e-6,
+    };
 
     /// float64: rtol is about 4.5 million machine epsilons (2^-52), still far below float32 precision.
-    pub const F64: Tolerance = Tolerance { rtol: 1e-9, atol: 1e-12 };
+    pub const F64: Tolerance = Tolerance {
+        rtol: 1e-9,
+        atol: 1e-12,
+    };
 
     /// Returns the default tolerance for a float type, or `None` for types compared exactly.
     ///
@@ -196,10 +205,21 @@ impl fmt::Display for OutputComparison {
             OutputStatus::Extra => write!(f, ": not among the expected outputs"),
             OutputStatus::Unsupported => write!(f, ": outputs of this type are not compared"),
             OutputStatus::TypeMismatch => {
-                write!(f, ": actual output is {}", self.actual_element_type.as_deref().unwrap_or("another type"))
+                write!(
+                    f,
+                    ": actual output is {}",
+                    self.actual_element_type
+                        .as_deref()
+                        .unwrap_or("another type")
+                )
             }
             OutputStatus::ShapeMismatch => {
-                write!(f, ": expected shape {:?}, actual shape {:?}", self.expected_shape.as_deref().unwrap_or(&[]), self.actual_shape.as_deref().unwrap_or(&[]))
+                write!(
+                    f,
+                    ": expected shape {:?}, actual shape {:?}",
+                    self.expected_shape.as_deref().unwrap_or(&[]),
+                    self.actual_shape.as_deref().unwrap_or(&[])
+                )
             }
             OutputStatus::Passed | OutputStatus::OutOfTolerance => self.fmt_errors(f),
         }
@@ -208,11 +228,25 @@ impl fmt::Display for OutputComparison {
 
 impl OutputComparison {
     fn fmt_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, " {:?}: max abs error {:.3e}, max rel error {:.3e}", self.expected_shape.as_deref().unwrap_or(&[]), self.max_abs_error, self.max_rel_error)?;
+        write!(
+            f,
+            " {:?}: max abs error {:.3e}, max rel error {:.3e}",
+            self.expected_shape.as_deref().unwrap_or(&[]),
+            self.max_abs_error,
+            self.max_rel_error
+        )?;
         if let Some(worst) = &self.worst {
-            write!(f, " at {:?} (expected {}, actual {})", worst.index, worst.expected, worst.actual)?;
+            write!(
+                f,
+                " at {:?} (expected {}, actual {})",
+                worst.index, worst.expected, worst.actual
+            )?;
         }
-        write!(f, "; {} of {} out of tolerance", self.mismatched, self.element_count)?;
+        write!(
+            f,
+            "; {} of {} out of tolerance",
+            self.mismatched, self.element_count
+        )?;
 
         match &self.tolerance {
             Some(tolerance) => write!(f, " ({tolerance})"),
@@ -244,15 +278,28 @@ impl OutputComparison {
 ///
 /// `tolerance` replaces the per-type default ([`Tolerance::default_for`]) for
 /// every float output. Integer and bool outputs are always compared exactly.
-pub fn compare_outputs(expected: &ModelOutputs, actual: &ModelOutputs, tolerance: Option<Tolerance>) -> ComparisonReport {
+pub fn compare_outputs(
+    expected: &ModelOutputs,
+    actual: &ModelOutputs,
+    tolerance: Option<Tolerance>,
+) -> ComparisonReport {
     let mut outputs = Vec::with_capacity(expected.outputs.len());
 
     for expected_output in &expected.outputs {
         let comparison = match actual.get(&expected_output.name) {
-            Some(actual_tensor) => compare_tensors(&expected_output.name, &expected_output.tensor, actual_tensor, tolerance),
+            Some(actual_tensor) => compare_tensors(
+                &expected_output.name,
+                &expected_output.tensor,
+                actual_tensor,
+                tolerance,
+            ),
             None => {
                 let element_type = datum_type_name(expected_output.tensor.datum_type());
-                let mut missing = OutputComparison::without_values(&expected_output.name, element_type, OutputStatus::Missing);
+                let mut missing = OutputComparison::without_values(
+                    &expected_output.name,
+                    element_type,
+                    OutputStatus::Missing,
+                );
                 missing.expected_shape = Some(expected_output.tensor.shape().to_vec());
                 missing
             }
@@ -260,20 +307,42 @@ pub fn compare_outputs(expected: &ModelOutputs, actual: &ModelOutputs, tolerance
         outputs.push(comparison);
     }
 
-    for extra in actual.outputs.iter().filter(|output| expected.get(&output.name).is_none()) {
-        let mut comparison = OutputComparison::without_values(&extra.name, datum_type_name(extra.tensor.datum_type()), OutputStatus::Extra);
+    for extra in actual
+        .outputs
+        .iter()
+        .filter(|output| expected.get(&output.name).is_none())
+    {
+        let mut comparison = OutputComparison::without_values(
+            &extra.name,
+            datum_type_name(extra.tensor.datum_type()),
+            OutputStatus::Extra,
+        );
         comparison.actual_shape = Some(extra.tensor.shape().to_vec());
         outputs.push(comparison);
     }
 
     let passed = outputs.iter().all(|output| output.passed);
-    ComparisonReport { expected_model: expected.model.clone(), actual_model: actual.model.clone(), outputs, passed }
+    ComparisonReport {
+        expected_model: expected.model.clone(),
+        actual_model: actual.model.clone(),
+        outputs,
+        passed,
+    }
 }
 
 /// Compares two tensors of one output.
-pub fn compare_tensors(name: &str, expected: &Tensor, actual: &Tensor, tolerance: Option<Tolerance>) -> OutputComparison {
+pub fn compare_tensors(
+    name: &str,
+    expected: &Tensor,
+    actual: &Tensor,
+    tolerance: Option<Tolerance>,
+) -> OutputComparison {
     let expected_type = expected.datum_type();
-    let mut comparison = OutputComparison::without_values(name, datum_type_name(expected_type), OutputStatus::Passed);
+    let mut comparison = OutputComparison::without_values(
+        name,
+        datum_type_name(expected_type),
+        OutputStatus::Passed,
+    );
     comparison.expected_shape = Some(expected.shape().to_vec());
     comparison.actual_shape = Some(actual.shape().to_vec());
     comparison.shape_match = expected.shape() == actual.shape();
@@ -288,7 +357,11 @@ pub fn compare_tensors(name: &str, expected: &Tensor, actual: &Tensor, tolerance
         return comparison;
     }
 
-    comparison.tolerance = if expected_type.is_float() { tolerance.or(Tolerance::default_for(expected_type)) } else { None };
+    comparison.tolerance = if expected_type.is_float() {
+        tolerance.or(Tolerance::default_for(expected_type))
+    } else {
+        None
+    };
     let errors = match element_errors(expected, actual, comparison.tolerance) {
         Some(errors) => errors,
         None => {
@@ -303,7 +376,11 @@ pub fn compare_tensors(name: &str, expected: &Tensor, actual: &Tensor, tolerance
     comparison.mismatched = errors.mismatched;
     comparison.element_count = expected.len();
     comparison.passed = errors.mismatched == 0;
-    comparison.status = if comparison.passed { OutputStatus::Passed } else { OutputStatus::OutOfTolerance };
+    comparison.status = if comparison.passed {
+        OutputStatus::Passed
+    } else {
+        OutputStatus::OutOfTolerance
+    };
     comparison
 }
 
@@ -328,30 +405,53 @@ struct ElementErrors {
 /// Computes errors with `tolerance`, or exactly when it is `None`.
 ///
 /// Returns `None` for element types that do not convert to numbers.
-fn element_errors(expected: &Tensor, actual: &Tensor, tolerance: Option<Tolerance>) -> Option<ElementErrors> {
+fn element_errors(
+    expected: &Tensor,
+    actual: &Tensor,
+    tolerance: Option<Tolerance>,
+) -> Option<ElementErrors> {
     if !(expected.datum_type().is_number() || expected.datum_type() == DatumType::Bool) {
         return None;
     }
     // Integers are compared as i64, exactly, so that i64 values above 2^53 do not round.
-    let compare_type = if expected.datum_type().is_float() { DatumType::F64 } else { DatumType::I64 };
+    let compare_type = if expected.datum_type().is_float() {
+        DatumType::F64
+    } else {
+        DatumType::I64
+    };
     let expected = expected.cast_to_dt(compare_type).ok()?;
     let actual = actual.cast_to_dt(compare_type).ok()?;
 
     if compare_type == DatumType::F64 {
         let expected = expected.to_plain_array_view::<f64>().ok()?;
         let actual = actual.to_plain_array_view::<f64>().ok()?;
-        let magnitude = expected.iter().filter(|value| value.is_finite()).fold(0.0f64, |max, value| max.max(value.abs()));
+        let magnitude = expected
+            .iter()
+            .filter(|value| value.is_finite())
+            .fold(0.0f64, |max, value| max.max(value.abs()));
         let threshold = tolerance.map_or(0.0, |tolerance| tolerance.threshold(magnitude));
-        let pairs = expected.indexed_iter().zip(actual.iter()).map(|((index, &e), &a)| (index.slice().to_vec(), e, a, float_error(e, a)));
+        let pairs = expected
+            .indexed_iter()
+            .zip(actual.iter())
+            .map(|((index, &e), &a)| (index.slice().to_vec(), e, a, float_error(e, a)));
         Some(scan(pairs, magnitude, |error| error > threshold))
     } else {
         let expected = expected.to_plain_array_view::<i64>().ok()?;
         let actual = actual.to_plain_array_view::<i64>().ok()?;
-        let magnitude = expected.iter().fold(0.0f64, |max, value| max.max(value.unsigned_abs() as f64));
+        let magnitude = expected
+            .iter()
+            .fold(0.0f64, |max, value| max.max(value.unsigned_abs() as f64));
         let pairs = expected
             .indexed_iter()
             .zip(actual.iter())
-            .map(|((index, &e), &a)| (index.slice().to_vec(), e as f64, a as f64, e.abs_diff(a) as f64));
+            .map(|((index, &e), &a)| {
+                (
+                    index.slice().to_vec(),
+                    e as f64,
+                    a as f64,
+                    e.abs_diff(a) as f64,
+                )
+            });
         Some(scan(pairs, magnitude, |error| error > 0.0))
     }
 }
@@ -371,8 +471,17 @@ fn float_error(expected: f64, actual: f64) -> f64 {
 }
 
 /// Finds the worst element (the first one on ties) and counts those `out_of_tolerance` accepts.
-fn scan(pairs: impl Iterator<Item = (Vec<usize>, f64, f64, f64)>, magnitude: f64, out_of_tolerance: impl Fn(f64) -> bool) -> ElementErrors {
-    let mut errors = ElementErrors { magnitude, max_abs_error: 0.0, worst: None, mismatched: 0 };
+fn scan(
+    pairs: impl Iterator<Item = (Vec<usize>, f64, f64, f64)>,
+    magnitude: f64,
+    out_of_tolerance: impl Fn(f64) -> bool,
+) -> ElementErrors {
+    let mut errors = ElementErrors {
+        magnitude,
+        max_abs_error: 0.0,
+        worst: None,
+        mismatched: 0,
+    };
 
     for (index, expected, actual, error) in pairs {
         if out_of_tolerance(error) {
@@ -380,17 +489,14 @@ fn scan(pairs: impl Iterator<Item = (Vec<usize>, f64, f64, f64)>, magnitude: f64
         }
         if errors.worst.is_none() || error > errors.max_abs_error {
             errors.max_abs_error = error;
-            errors.worst = Some(WorstElement { index, expected, actual });
+            errors.worst = Some(WorstElement {
+                index,
+                expected,
+                actual,
+            });
         }
     }
     errors
-}
-
-impl ModelOutputs {
-    /// Looks up an output's tensor by name.
-    pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.outputs.iter().find(|output| output.name == name).map(|output| &output.tensor)
-    }
 }
 
 #[cfg(test)]
@@ -399,8 +505,17 @@ mod tests {
     use crate::verify::NamedTensor;
 
     fn outputs(model: &str, tensors: Vec<(&str, Tensor)>) -> ModelOutputs {
-        let outputs = tensors.into_iter().map(|(name, tensor)| NamedTensor { name: name.to_string(), tensor }).collect();
-        ModelOutputs { model: model.to_string(), outputs }
+        let outputs = tensors
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                name: name.to_string(),
+                tensor,
+            })
+            .collect();
+        ModelOutputs {
+            model: model.to_string(),
+            outputs,
+        }
     }
 
     fn ramp_tensor(shape: &[usize]) -> Tensor {
@@ -461,7 +576,15 @@ mod tests {
         let actual = tensor1(&[10.0f32, 0.0015]);
 
         let loose = compare_tensors("y", &expected, &actual, None);
-        let strict = compare_tensors("y", &expected, &actual, Some(Tolerance { rtol: 1e-5, atol: 0.0 }));
+        let strict = compare_tensors(
+            "y",
+            &expected,
+            &actual,
+            Some(Tolerance {
+                rtol: 1e-5,
+                atol: 0.0,
+            }),
+        );
 
         assert!(loose.passed, "{loose}");
         assert!(!strict.passed, "{strict}");
@@ -473,7 +596,15 @@ mod tests {
         let expected = tensor1(&[1i64, 2, 3, i64::MAX]);
         let actual = tensor1(&[1i64, 2, 4, i64::MAX - 1]);
 
-        let comparison = compare_tensors("ids", &expected, &actual, Some(Tolerance { rtol: 1.0, atol: 10.0 }));
+        let comparison = compare_tensors(
+            "ids",
+            &expected,
+            &actual,
+            Some(Tolerance {
+                rtol: 1.0,
+                atol: 10.0,
+            }),
+        );
 
         assert_eq!(comparison.tolerance, None);
         assert_eq!(comparison.mismatched, 2);
@@ -483,7 +614,12 @@ mod tests {
 
     #[test]
     fn bool_outputs_compare_exactly() {
-        let comparison = compare_tensors("mask", &tensor1(&[true, false]), &tensor1(&[true, true]), None);
+        let comparison = compare_tensors(
+            "mask",
+            &tensor1(&[true, false]),
+            &tensor1(&[true, true]),
+            None,
+        );
 
         assert_eq!(comparison.mismatched, 1);
         assert_eq!(comparison.worst.as_ref().unwrap().index, [1]);
@@ -521,21 +657,47 @@ mod tests {
         let datum = compare_tensors("y", &tensor1(&[1.0f32]), &tensor1(&[1.0f64]), None);
 
         assert_eq!(shape.status, OutputStatus::ShapeMismatch);
-        assert!(!shape.passed && !shape.shape_match);
-        assert!(shape.to_string().contains("expected shape [2, 3], actual shape [3, 2]"), "{shape}");
+        assert!(!shape.passed);
+        assert!(!shape.shape_match);
+        assert!(
+            shape
+                .to_string()
+                .contains("expected shape [2, 3], actual shape [3, 2]"),
+            "{shape}"
+        );
         assert_eq!(datum.status, OutputStatus::TypeMismatch);
-        assert!(datum.to_string().contains("f32: actual output is f64"), "{datum}");
+        assert!(
+            datum.to_string().contains("f32: actual output is f64"),
+            "{datum}"
+        );
     }
 
     #[test]
     fn missing_and_extra_outputs_fail() {
-        let expected = outputs("original", vec![("a", tensor1(&[1.0f32])), ("b", tensor1(&[2.0f32]))]);
-        let actual = outputs("folded", vec![("a", tensor1(&[1.0f32])), ("c", tensor1(&[2.0f32]))]);
+        let expected = outputs(
+            "original",
+            vec![("a", tensor1(&[1.0f32])), ("b", tensor1(&[2.0f32]))],
+        );
+        let actual = outputs(
+            "folded",
+            vec![("a", tensor1(&[1.0f32])), ("c", tensor1(&[2.0f32]))],
+        );
 
         let report = compare_outputs(&expected, &actual, None);
 
-        let statuses: Vec<(&str, OutputStatus)> = report.outputs.iter().map(|o| (o.name.as_str(), o.status)).collect();
-        assert_eq!(statuses, [("a", OutputStatus::Passed), ("b", OutputStatus::Missing), ("c", OutputStatus::Extra)]);
+        let statuses: Vec<(&str, OutputStatus)> = report
+            .outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("a", OutputStatus::Passed),
+                ("b", OutputStatus::Missing),
+                ("c", OutputStatus::Extra)
+            ]
+        );
         assert!(!report.passed);
         assert_eq!(report.failures().count(), 2);
     }
@@ -563,7 +725,11 @@ mod tests {
         assert_eq!(json["passed"], false);
         assert_eq!(json["outputs"][0]["status"], "out_of_tolerance");
         assert_eq!(json["outputs"][0]["worst"]["index"], serde_json::json!([1]));
-        assert_eq!(json["outputs"][0]["max_abs_error"], serde_json::Value::Null, "infinity is written as null");
+        assert_eq!(
+            json["outputs"][0]["max_abs_error"],
+            serde_json::Value::Null,
+            "infinity is written as null"
+        );
         assert_eq!(json["outputs"][0]["tolerance"]["rtol"], 1e-4);
     }
 }

@@ -47,15 +47,27 @@ pub enum InputFileError {
 
     /// The file is not valid in the format its extension names.
     #[error("input file {} is not a valid {format} file: {reason}", .path.display())]
-    Invalid { path: PathBuf, format: &'static str, reason: String },
+    Invalid {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
 
     /// An array inside an `.npz` archive could not be decoded.
     #[error("array `{array}` in {} is invalid: {reason}", .path.display())]
-    InvalidArray { path: PathBuf, array: String, reason: String },
+    InvalidArray {
+        path: PathBuf,
+        array: String,
+        reason: String,
+    },
 
     /// `NAME=FILE.npz` where the archive has several arrays and none is named `NAME`.
     #[error("{} has no array named `{input}` but several others ({}); name the array after the input", .path.display(), .available.join(", "))]
-    NpzArrayNotFound { path: PathBuf, input: String, available: Vec<String> },
+    NpzArrayNotFound {
+        path: PathBuf,
+        input: String,
+        available: Vec<String>,
+    },
 
     /// A file without a name for its tensor, given without `NAME=`.
     #[error("{} does not name the input its tensor is for; pass it as NAME={}", .path.display(), .path.display())]
@@ -65,7 +77,7 @@ pub enum InputFileError {
     #[error("{} has element type {data_type}; tract 0.23 accepts bool, integer, float16, float32 and float64 tensors", .path.display())]
     UnsupportedTensorType { path: PathBuf, data_type: String },
 
-    /// The extension is none of `.npy`, `.npz`, `.pb`, or a directory was given with `NAME=`.
+    /// A file whose extension is not `.npy`, `.npz` or `.pb`, or a directory given with `NAME=`.
     #[error("{} is not an .npy, .npz or .pb file{}", .path.display(), if *.named { "" } else { " nor a test data directory" })]
     UnsupportedFile { path: PathBuf, named: bool },
 
@@ -75,11 +87,21 @@ pub enum InputFileError {
 
     /// A backend test file whose position `K` is past the model's inputs or outputs.
     #[error("{} is {kind} {index} of its test data set, but model `{model}` has only {count} {kind}s", .path.display())]
-    PositionOutOfRange { path: PathBuf, kind: &'static str, index: usize, count: usize, model: String },
+    PositionOutOfRange {
+        path: PathBuf,
+        kind: &'static str,
+        index: usize,
+        count: usize,
+        model: String,
+    },
 
     /// Two arguments provide the same input.
     #[error("input `{input}` is given twice, by {} and by {}; keep one", .first.display(), .second.display())]
-    DuplicateInput { input: String, first: PathBuf, second: PathBuf },
+    DuplicateInput {
+        input: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// One input argument as written on the command line.
@@ -100,21 +122,28 @@ impl FromStr for InputArg {
     /// An argument that names an existing path is a bare path even when it
     /// contains `=`. Otherwise it is split at its first `=`.
     fn from_str(text: &str) -> Result<InputArg, InputFileError> {
-        let invalid = || InputFileError::InvalidArgument { text: text.to_string() };
+        let invalid = || InputFileError::InvalidArgument {
+            text: text.to_string(),
+        };
         if text.is_empty() {
             return Err(invalid());
         }
 
         if Path::new(text).exists() {
-            return Ok(InputArg::Unnamed { path: PathBuf::from(text) });
+            return Ok(InputArg::Unnamed {
+                path: PathBuf::from(text),
+            });
         }
 
         match text.split_once('=') {
-            Some((input, path)) if !input.is_empty() && !path.is_empty() => {
-                Ok(InputArg::Named { input: input.to_string(), path: PathBuf::from(path) })
-            }
+            Some((input, path)) if !input.is_empty() && !path.is_empty() => Ok(InputArg::Named {
+                input: input.to_string(),
+                path: PathBuf::from(path),
+            }),
             Some(_) => Err(invalid()),
-            None => Ok(InputArg::Unnamed { path: PathBuf::from(text) }),
+            None => Ok(InputArg::Unnamed {
+                path: PathBuf::from(text),
+            }),
         }
     }
 }
@@ -136,21 +165,47 @@ pub struct UserTensors {
 ///
 /// Names are not checked against the model here: [`super::build_inputs`]
 /// rejects an input name that the model does not have.
-pub fn read_input_args(model: &LoadedModel, args: &[InputArg]) -> Result<UserTensors, InputFileError> {
-    let input_names: Vec<String> = model.input_specs().iter().map(|spec| spec.name.clone()).collect();
+pub fn read_input_args(
+    model: &LoadedModel,
+    args: &[InputArg],
+) -> Result<UserTensors, InputFileError> {
+    let input_names: Vec<String> = model
+        .input_specs()
+        .iter()
+        .map(|spec| spec.name.clone())
+        .collect();
     let mut tensors = UserTensors::default();
     let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
 
     for arg in args {
         let (path, read) = match arg {
-            InputArg::Named { input, path } => (path, UserTensors { inputs: vec![read_named(input, path)?], ..Default::default() }),
-            InputArg::Unnamed { path } if path.is_dir() => (path, read_test_data_dir(path, model.label(), &input_names, model.output_names())?),
-            InputArg::Unnamed { path } => (path, UserTensors { inputs: read_unnamed(path)?, ..Default::default() }),
+            InputArg::Named { input, path } => (
+                path,
+                UserTensors {
+                    inputs: vec![read_named(input, path)?],
+                    ..Default::default()
+                },
+            ),
+            InputArg::Unnamed { path } if path.is_dir() => (
+                path,
+                read_test_data_dir(path, model.label(), &input_names, model.output_names())?,
+            ),
+            InputArg::Unnamed { path } => (
+                path,
+                UserTensors {
+                    inputs: read_unnamed(path)?,
+                    ..Default::default()
+                },
+            ),
         };
 
         for input in read.inputs {
             if let Some(first) = sources.insert(input.name.clone(), path.clone()) {
-                return Err(InputFileError::DuplicateInput { input: input.name, first, second: path.clone() });
+                return Err(InputFileError::DuplicateInput {
+                    input: input.name,
+                    first,
+                    second: path.clone(),
+                });
             }
             tensors.inputs.push(input);
         }
@@ -164,13 +219,22 @@ pub fn read_input_args(model: &LoadedModel, args: &[InputArg]) -> Result<UserTen
 
 /// Reads the tensor in `path` for the input `input`.
 pub fn read_named(input: &str, path: &Path) -> Result<NamedTensor, InputFileError> {
-    let named = |tensor| NamedTensor { name: input.to_string(), tensor };
+    let named = |tensor| NamedTensor {
+        name: input.to_string(),
+        tensor,
+    };
 
     match extension(path).as_deref() {
         Some("npy") => read_npy_file(path).map(named),
         Some("npz") => read_npz_array_for(input, path),
         Some("pb") => read_tensor_proto(path).map(|(_, tensor)| named(tensor)),
-        _ => Err(missing_or(path, InputFileError::UnsupportedFile { path: path.to_path_buf(), named: true })),
+        _ => Err(missing_or(
+            path,
+            InputFileError::UnsupportedFile {
+                path: path.to_path_buf(),
+                named: true,
+            },
+        )),
     }
 }
 
@@ -181,17 +245,31 @@ pub fn read_unnamed(path: &Path) -> Result<Vec<NamedTensor>, InputFileError> {
         Some("pb") => {
             let (name, tensor) = read_tensor_proto(path)?;
             if name.is_empty() {
-                return Err(InputFileError::UnnamedTensor { path: path.to_path_buf() });
+                return Err(InputFileError::UnnamedTensor {
+                    path: path.to_path_buf(),
+                });
             }
             Ok(vec![NamedTensor { name, tensor }])
         }
-        Some("npy") => Err(missing_or(path, InputFileError::UnnamedTensor { path: path.to_path_buf() })),
-        _ => Err(missing_or(path, InputFileError::UnsupportedFile { path: path.to_path_buf(), named: false })),
+        Some("npy") => Err(missing_or(
+            path,
+            InputFileError::UnnamedTensor {
+                path: path.to_path_buf(),
+            },
+        )),
+        _ => Err(missing_or(
+            path,
+            InputFileError::UnsupportedFile {
+                path: path.to_path_buf(),
+                named: false,
+            },
+        )),
     }
 }
 
 fn extension(path: &Path) -> Option<String> {
-    path.extension().map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+    path.extension()
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
 }
 
 /// Prefers `NotFound` over a format error when the path does not exist.
@@ -199,34 +277,59 @@ fn missing_or(path: &Path, err: InputFileError) -> InputFileError {
     if path.exists() {
         err
     } else {
-        InputFileError::NotFound { path: path.to_path_buf() }
+        InputFileError::NotFound {
+            path: path.to_path_buf(),
+        }
     }
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, InputFileError> {
     match File::open(path) {
         Ok(file) => Ok(BufReader::new(file)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(InputFileError::NotFound { path: path.to_path_buf() }),
-        Err(source) => Err(InputFileError::Io { path: path.to_path_buf(), source }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(InputFileError::NotFound {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(InputFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 fn read_npy_file(path: &Path) -> Result<Tensor, InputFileError> {
     let reader = open(path)?;
-    read_npy(reader).map_err(|reason| InputFileError::Invalid { path: path.to_path_buf(), format: ".npy", reason })
+    read_npy(reader).map_err(|reason| InputFileError::Invalid {
+        path: path.to_path_buf(),
+        format: ".npy",
+        reason,
+    })
 }
 
 fn open_npz(path: &Path) -> Result<npyz::npz::NpzArchive<BufReader<File>>, InputFileError> {
     let reader = open(path)?;
-    npyz::npz::NpzArchive::new(reader)
-        .map_err(|err| InputFileError::Invalid { path: path.to_path_buf(), format: ".npz", reason: err.to_string() })
+    npyz::npz::NpzArchive::new(reader).map_err(|err| InputFileError::Invalid {
+        path: path.to_path_buf(),
+        format: ".npz",
+        reason: err.to_string(),
+    })
 }
 
-fn read_npz_array(archive: &mut npyz::npz::NpzArchive<BufReader<File>>, path: &Path, array: &str) -> Result<Tensor, InputFileError> {
-    let invalid = |reason: String| InputFileError::InvalidArray { path: path.to_path_buf(), array: array.to_string(), reason };
+fn read_npz_array(
+    archive: &mut npyz::npz::NpzArchive<BufReader<File>>,
+    path: &Path,
+    array: &str,
+) -> Result<Tensor, InputFileError> {
+    let invalid = |reason: String| InputFileError::InvalidArray {
+        path: path.to_path_buf(),
+        array: array.to_string(),
+        reason,
+    };
 
-    let npy = archive.by_name(array).map_err(|err| invalid(err.to_string()))?;
-    let npy = npy.ok_or_else(|| invalid("the archive lists it but it cannot be opened".to_string()))?;
+    let npy = archive
+        .by_name(array)
+        .map_err(|err| invalid(err.to_string()))?;
+    let npy =
+        npy.ok_or_else(|| invalid("the archive lists it but it cannot be opened".to_string()))?;
     decode_npy(npy).map_err(invalid)
 }
 
@@ -246,11 +349,18 @@ fn read_npz_array_for(input: &str, path: &Path) -> Result<NamedTensor, InputFile
     } else if let [only] = names.as_slice() {
         only.clone()
     } else {
-        return Err(InputFileError::NpzArrayNotFound { path: path.to_path_buf(), input: input.to_string(), available: names });
+        return Err(InputFileError::NpzArrayNotFound {
+            path: path.to_path_buf(),
+            input: input.to_string(),
+            available: names,
+        });
     };
 
     let tensor = read_npz_array(&mut archive, path, &array)?;
-    Ok(NamedTensor { name: input.to_string(), tensor })
+    Ok(NamedTensor {
+        name: input.to_string(),
+        tensor,
+    })
 }
 
 fn read_npz_all(path: &Path) -> Result<Vec<NamedTensor>, InputFileError> {
@@ -269,18 +379,28 @@ fn read_npz_all(path: &Path) -> Result<Vec<NamedTensor>, InputFileError> {
 ///
 /// External data of the tensor is looked up next to the file.
 pub fn read_tensor_proto(path: &Path) -> Result<(String, Tensor), InputFileError> {
-    let invalid = |reason: String| InputFileError::Invalid { path: path.to_path_buf(), format: "TensorProto (.pb)", reason };
+    let invalid = |reason: String| InputFileError::Invalid {
+        path: path.to_path_buf(),
+        format: "TensorProto (.pb)",
+        reason,
+    };
 
     let reader = open(path)?;
-    let proto: TensorProto = tract_onnx::tensor::proto_from_reader(reader).map_err(|err| invalid(super::tract_error_line(&err)))?;
+    let proto: TensorProto = tract_onnx::tensor::proto_from_reader(reader)
+        .map_err(|err| invalid(super::tract_error_line(&err)))?;
 
     // tract's loader panics on raw string data, so unsupported types are rejected before it runs.
     if datum_type_from_onnx(proto.data_type).is_none() {
-        return Err(InputFileError::UnsupportedTensorType { path: path.to_path_buf(), data_type: onnx_type_name(proto.data_type) });
+        return Err(InputFileError::UnsupportedTensorType {
+            path: path.to_path_buf(),
+            data_type: onnx_type_name(proto.data_type),
+        });
     }
 
     let dir = path.parent().map(|dir| dir.to_string_lossy().into_owned());
-    let tensor = call_tract(|| tract_onnx::tensor::load_tensor(&MmapDataResolver, &proto, dir.as_deref())).map_err(invalid)?;
+    let tensor =
+        call_tract(|| tract_onnx::tensor::load_tensor(&MmapDataResolver, &proto, dir.as_deref()))
+            .map_err(invalid)?;
     Ok((proto.name, tensor))
 }
 
@@ -289,15 +409,28 @@ pub fn read_tensor_proto(path: &Path) -> Result<(String, Tensor), InputFileError
 /// `dir` is either a `test_data_set_N` directory or its parent, in which case
 /// the lowest `N` is used. A tensor is matched to a model input or output by
 /// its stored name when that name is one of the model's, else by its position `K`.
-pub fn read_test_data_dir(dir: &Path, model: &str, input_names: &[String], output_names: &[String]) -> Result<UserTensors, InputFileError> {
+pub fn read_test_data_dir(
+    dir: &Path,
+    model: &str,
+    input_names: &[String],
+    output_names: &[String],
+) -> Result<UserTensors, InputFileError> {
     let data_set = find_data_set(dir)?;
     log::debug!("reading backend test data from {}", data_set.display());
 
     let inputs = read_numbered_protos(&data_set, "input", model, input_names)?;
     let expected_outputs = read_numbered_protos(&data_set, "output", model, output_names)?;
-    let expected_outputs_dir = if expected_outputs.is_empty() { None } else { Some(data_set) };
+    let expected_outputs_dir = if expected_outputs.is_empty() {
+        None
+    } else {
+        Some(data_set)
+    };
 
-    Ok(UserTensors { inputs, expected_outputs, expected_outputs_dir })
+    Ok(UserTensors {
+        inputs,
+        expected_outputs,
+        expected_outputs_dir,
+    })
 }
 
 fn find_data_set(dir: &Path) -> Result<PathBuf, InputFileError> {
@@ -317,13 +450,26 @@ fn find_data_set(dir: &Path) -> Result<PathBuf, InputFileError> {
     data_sets.sort();
 
     if data_sets.len() > 1 {
-        log::info!("{} holds {} test data sets; using the first", dir.display(), data_sets.len());
+        log::info!(
+            "{} contains {} test data sets; only the lowest-numbered one is used",
+            dir.display(),
+            data_sets.len()
+        );
     }
-    data_sets.into_iter().next().map(|(_, path)| path).ok_or_else(|| InputFileError::NoTestData { path: dir.to_path_buf() })
+    data_sets
+        .into_iter()
+        .next()
+        .map(|(_, path)| path)
+        .ok_or_else(|| InputFileError::NoTestData {
+            path: dir.to_path_buf(),
+        })
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, InputFileError> {
-    let io_error = |source| InputFileError::Io { path: dir.to_path_buf(), source };
+    let io_error = |source| InputFileError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
 
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
@@ -340,7 +486,11 @@ fn numbered_files(dir: &Path, stem: &str) -> Result<Vec<(usize, PathBuf)>, Input
         .into_iter()
         .filter_map(|path| {
             let name = path.file_name()?.to_str()?;
-            let index = name.strip_prefix(&prefix)?.strip_suffix(".pb")?.parse().ok()?;
+            let index = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".pb")?
+                .parse()
+                .ok()?;
             Some((index, path))
         })
         .collect();
@@ -348,7 +498,12 @@ fn numbered_files(dir: &Path, stem: &str) -> Result<Vec<(usize, PathBuf)>, Input
     Ok(files)
 }
 
-fn read_numbered_protos(dir: &Path, kind: &'static str, model: &str, names: &[String]) -> Result<Vec<NamedTensor>, InputFileError> {
+fn read_numbered_protos(
+    dir: &Path,
+    kind: &'static str,
+    model: &str,
+    names: &[String],
+) -> Result<Vec<NamedTensor>, InputFileError> {
     let mut tensors = Vec::new();
 
     for (index, path) in numbered_files(dir, kind)? {
@@ -356,13 +511,16 @@ fn read_numbered_protos(dir: &Path, kind: &'static str, model: &str, names: &[St
         let name = if names.contains(&stored_name) {
             stored_name
         } else {
-            let positional = names.get(index).ok_or_else(|| InputFileError::PositionOutOfRange {
-                path: path.clone(),
-                kind,
-                index,
-                count: names.len(),
-                model: model.to_string(),
-            })?;
+            let positional =
+                names
+                    .get(index)
+                    .ok_or_else(|| InputFileError::PositionOutOfRange {
+                        path: path.clone(),
+                        kind,
+                        index,
+                        count: names.len(),
+                        model: model.to_string(),
+                    })?;
             positional.clone()
         };
         tensors.push(NamedTensor { name, tensor });
@@ -390,7 +548,11 @@ mod tests {
         let file = File::create(path).unwrap();
         let mut zip = npyz::zip::ZipWriter::new(file);
         for (name, bytes) in arrays {
-            zip.start_file(format!("{name}.npy"), npyz::zip::write::FileOptions::default()).unwrap();
+            zip.start_file(
+                format!("{name}.npy"),
+                npyz::zip::write::FileOptions::default(),
+            )
+            .unwrap();
             zip.write_all(bytes).unwrap();
         }
         zip.finish().unwrap();
@@ -401,7 +563,12 @@ mod tests {
     }
 
     fn values_f32(tensor: &Tensor) -> Vec<f32> {
-        tensor.to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+        tensor
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
     }
 
     #[test]
@@ -409,8 +576,19 @@ mod tests {
         let named: InputArg = "images=/nonexistent/a.npy".parse().unwrap();
         let bare: InputArg = "/nonexistent/data.npz".parse().unwrap();
 
-        assert_eq!(named, InputArg::Named { input: "images".into(), path: "/nonexistent/a.npy".into() });
-        assert_eq!(bare, InputArg::Unnamed { path: "/nonexistent/data.npz".into() });
+        assert_eq!(
+            named,
+            InputArg::Named {
+                input: "images".into(),
+                path: "/nonexistent/a.npy".into()
+            }
+        );
+        assert_eq!(
+            bare,
+            InputArg::Unnamed {
+                path: "/nonexistent/data.npz".into()
+            }
+        );
         assert!("=a.npy".parse::<InputArg>().is_err());
         assert!("x=".parse::<InputArg>().is_err());
     }
@@ -455,7 +633,10 @@ mod tests {
     fn npz_several_arrays_match_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("many.npz");
-        write_npz(&path, &[("a", f32_npy(&[1], &[1.0])), ("b", f32_npy(&[1], &[2.0]))]);
+        write_npz(
+            &path,
+            &[("a", f32_npy(&[1], &[1.0])), ("b", f32_npy(&[1], &[2.0]))],
+        );
 
         let all = read_unnamed(&path).unwrap();
         let b = read_named("b", &path).unwrap();
@@ -464,7 +645,10 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|tensor| tensor.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(values_f32(&b.tensor), [2.0]);
-        assert!(matches!(missing, InputFileError::NpzArrayNotFound { ref available, .. } if available.len() == 2), "{missing}");
+        assert!(
+            matches!(missing, InputFileError::NpzArrayNotFound { ref available, .. } if available.len() == 2),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -498,7 +682,10 @@ mod tests {
             name: "h".into(),
             dims: vec![2],
             data_type: DataType::Float16 as i32,
-            raw_data: [f16::from_f32(1.5), f16::from_f32(-0.5)].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: [f16::from_f32(1.5), f16::from_f32(-0.5)]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
             ..Default::default()
         };
         write_proto(&ints_path, &ints);
@@ -508,7 +695,10 @@ mod tests {
         let (_, halves_tensor) = read_tensor_proto(&halves_path).unwrap();
 
         assert_eq!(ints_tensor, tensor1(&[5i64, -1, 9]));
-        assert_eq!(halves_tensor, tensor1(&[f16::from_f32(1.5), f16::from_f32(-0.5)]));
+        assert_eq!(
+            halves_tensor,
+            tensor1(&[f16::from_f32(1.5), f16::from_f32(-0.5)])
+        );
     }
 
     #[test]
@@ -526,7 +716,10 @@ mod tests {
 
         let err = read_tensor_proto(&path).unwrap_err();
 
-        assert!(matches!(err, InputFileError::UnsupportedTensorType { ref data_type, .. } if data_type == "STRING"), "{err}");
+        assert!(
+            matches!(err, InputFileError::UnsupportedTensorType { ref data_type, .. } if data_type == "STRING"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -546,15 +739,32 @@ mod tests {
         let data_set = dir.path().join("test_data_set_0");
         std::fs::create_dir(&data_set).unwrap();
         std::fs::create_dir(dir.path().join("test_data_set_1")).unwrap();
-        write_proto(&data_set.join("input_0.pb"), &test_models::float_tensor("b", &[1], &[2.0]));
-        write_proto(&data_set.join("input_1.pb"), &test_models::float_tensor("", &[1], &[1.0]));
-        write_proto(&data_set.join("output_0.pb"), &test_models::float_tensor("", &[1], &[3.0]));
+        write_proto(
+            &data_set.join("input_0.pb"),
+            &test_models::float_tensor("b", &[1], &[2.0]),
+        );
+        write_proto(
+            &data_set.join("input_1.pb"),
+            &test_models::float_tensor("", &[1], &[1.0]),
+        );
+        write_proto(
+            &data_set.join("output_0.pb"),
+            &test_models::float_tensor("", &[1], &[3.0]),
+        );
         let inputs = ["a".to_string(), "b".to_string()];
 
         let read = read_test_data_dir(dir.path(), "m", &inputs, &["y".to_string()]).unwrap();
 
-        let names: Vec<&str> = read.inputs.iter().map(|tensor| tensor.name.as_str()).collect();
-        assert_eq!(names, ["b", "b"], "stored name wins for input_0, position names input_1");
+        let names: Vec<&str> = read
+            .inputs
+            .iter()
+            .map(|tensor| tensor.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["b", "b"],
+            "stored name wins for input_0, position names input_1"
+        );
         assert_eq!(read.expected_outputs[0].name, "y");
         assert_eq!(values_f32(&read.expected_outputs[0].tensor), [3.0]);
         assert_eq!(read.expected_outputs_dir, Some(data_set));
@@ -563,11 +773,24 @@ mod tests {
     #[test]
     fn backend_dir_position_past_inputs_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        write_proto(&dir.path().join("input_3.pb"), &test_models::float_tensor("", &[1], &[1.0]));
+        write_proto(
+            &dir.path().join("input_3.pb"),
+            &test_models::float_tensor("", &[1], &[1.0]),
+        );
 
         let err = read_test_data_dir(dir.path(), "m", &["a".to_string()], &[]).unwrap_err();
 
-        assert!(matches!(err, InputFileError::PositionOutOfRange { index: 3, count: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                InputFileError::PositionOutOfRange {
+                    index: 3,
+                    count: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -585,7 +808,10 @@ mod tests {
         let unnamed_err = read_unnamed(Path::new("/nonexistent/dir/x.bin")).unwrap_err();
 
         assert!(matches!(err, InputFileError::NotFound { .. }), "{err}");
-        assert!(matches!(unnamed_err, InputFileError::NotFound { .. }), "{unnamed_err}");
+        assert!(
+            matches!(unnamed_err, InputFileError::NotFound { .. }),
+            "{unnamed_err}"
+        );
         assert!(err.to_string().contains("/nonexistent/dir/x.npy"), "{err}");
     }
 

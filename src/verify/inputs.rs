@@ -30,42 +30,93 @@ const RANDOM_INT_BOUND: u64 = 4;
 pub enum InputError {
     /// A tensor or shape override names an input the model does not have.
     #[error("{origin} names input `{input}`, but model `{model}` has no such input; its inputs are: {}", .known.join(", "))]
-    UnknownInput { model: String, input: String, origin: ShapeOrigin, known: Vec<String> },
+    UnknownInput {
+        model: String,
+        input: String,
+        origin: ShapeOrigin,
+        known: Vec<String>,
+    },
 
     /// Two tensors or two shape overrides for one input.
     #[error("input `{input}` of model `{model}` has more than one {origin}; keep one")]
-    DuplicateInput { model: String, input: String, origin: ShapeOrigin },
+    DuplicateInput {
+        model: String,
+        input: String,
+        origin: ShapeOrigin,
+    },
 
     /// A given tensor has another element type than the model input.
     #[error("given tensor for input `{input}` of model `{model}` is {found}, but the model expects {expected}; convert the data to {expected}")]
-    TypeMismatch { model: String, input: String, expected: String, found: String },
+    TypeMismatch {
+        model: String,
+        input: String,
+        expected: String,
+        found: String,
+    },
 
     /// A given tensor or shape override has another rank than the model input.
     #[error("{origin} for input `{input}` of model `{model}` has shape {shape:?}, but the model declares {expected} dimensions")]
-    RankMismatch { model: String, input: String, origin: ShapeOrigin, shape: Vec<usize>, expected: usize },
+    RankMismatch {
+        model: String,
+        input: String,
+        origin: ShapeOrigin,
+        shape: Vec<usize>,
+        expected: usize,
+    },
 
     /// A given tensor or shape override disagrees with a fixed dimension of the model input.
     #[error("{origin} for input `{input}` of model `{model}` has shape {shape:?}, but the model fixes dimension {axis} to {expected}")]
-    DimMismatch { model: String, input: String, origin: ShapeOrigin, shape: Vec<usize>, axis: usize, expected: usize },
+    DimMismatch {
+        model: String,
+        input: String,
+        origin: ShapeOrigin,
+        shape: Vec<usize>,
+        axis: usize,
+        expected: usize,
+    },
 
     /// Two axes that share a symbolic dimension got different sizes.
     #[error("symbolic dimension `{symbol}` of model `{model}` is {first_value} in {first} but {second_value} in {second}; give consistent shapes")]
-    SymbolConflict { model: String, symbol: String, first: String, first_value: usize, second: String, second_value: usize },
+    SymbolConflict {
+        model: String,
+        symbol: String,
+        first: String,
+        first_value: usize,
+        second: String,
+        second_value: usize,
+    },
 
     /// A given tensor and a shape override for the same input disagree.
     #[error("input `{input}` of model `{model}` has a given tensor of shape {tensor_shape:?} and a shape override {override_shape:?}; drop one")]
-    OverrideConflict { model: String, input: String, tensor_shape: Vec<usize>, override_shape: Vec<usize> },
+    OverrideConflict {
+        model: String,
+        input: String,
+        tensor_shape: Vec<usize>,
+        override_shape: Vec<usize>,
+    },
 
     /// An input without tensor, override, nor declared shape.
     #[error("input `{input}` of model `{model}` declares no shape; give a tensor or a shape override for it")]
     MissingShape { model: String, input: String },
 
+    /// The shape has more elements than fit in memory.
+    #[error("input `{input}` of model `{model}` would have shape {shape:?}, which is too large to allocate; give a smaller shape override")]
+    ShapeTooLarge {
+        model: String,
+        input: String,
+        shape: Vec<usize>,
+    },
+
     /// Random values cannot be generated for the input's element type.
     #[error("input `{input}` of model `{model}` has element type {datum_type}, for which no random values can be generated; give a tensor for it")]
-    UnsupportedType { model: String, input: String, datum_type: String },
+    UnsupportedType {
+        model: String,
+        input: String,
+        datum_type: String,
+    },
 }
 
-/// Where a shape for an input comes from, for messages.
+/// Source of a shape for an input, named in messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShapeOrigin {
     /// A tensor the user gave.
@@ -96,12 +147,14 @@ pub struct ShapeOverride {
 
 /// Failure to parse a shape override.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid shape override `{text}`: {reason}; expected NAME=d0,d1,... such as images=1,3,640,640")]
+#[error(
+    "invalid shape override `{text}`: {reason}; expected NAME=d0,d1,... such as images=1,3,640,640"
+)]
 pub struct ParseShapeError {
     /// The text as given.
     pub text: String,
 
-    /// What is wrong with it.
+    /// The reason the text is invalid.
     pub reason: String,
 }
 
@@ -110,7 +163,10 @@ impl FromStr for ShapeOverride {
 
     /// Parses `NAME=d0,d1,...`, splitting at the last `=` because input names may contain `=`.
     fn from_str(text: &str) -> Result<ShapeOverride, ParseShapeError> {
-        let invalid = |reason: &str| ParseShapeError { text: text.to_string(), reason: reason.to_string() };
+        let invalid = |reason: &str| ParseShapeError {
+            text: text.to_string(),
+            reason: reason.to_string(),
+        };
 
         let (input, dims) = text.rsplit_once('=').ok_or_else(|| invalid("no `=`"))?;
         if input.is_empty() {
@@ -125,15 +181,18 @@ impl FromStr for ShapeOverride {
             .map(|dim| dim.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| invalid("each dimension must be a non-negative integer"))?;
-        Ok(ShapeOverride { input: input.to_string(), shape })
+        Ok(ShapeOverride {
+            input: input.to_string(),
+            shape,
+        })
     }
 }
 
-/// What the user gives for a run: some tensors, some shapes, and the random seed.
+/// The user's request for a run: tensors for some inputs, shape overrides, and the random seed.
 #[derive(Clone, Debug)]
 pub struct InputRequest {
     /// Tensors for some inputs, by input name.
-    pub given: Vec<NamedTensor>,
+    pub tensors: Vec<NamedTensor>,
 
     /// Shapes for inputs that get random values, also used to set symbolic dimensions.
     pub shapes: Vec<ShapeOverride>,
@@ -144,11 +203,15 @@ pub struct InputRequest {
 
 impl Default for InputRequest {
     fn default() -> InputRequest {
-        InputRequest { given: Vec::new(), shapes: Vec::new(), seed: DEFAULT_SEED }
+        InputRequest {
+            tensors: Vec::new(),
+            shapes: Vec::new(),
+            seed: DEFAULT_SEED,
+        }
     }
 }
 
-/// Where the values of one input come from.
+/// Source of the values of one input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputOrigin {
@@ -168,7 +231,7 @@ pub struct InputValue {
     /// The values fed to both models.
     pub tensor: Tensor,
 
-    /// Where the values come from.
+    /// Source of the values.
     pub origin: InputOrigin,
 }
 
@@ -207,7 +270,10 @@ pub struct InputSet {
 impl InputSet {
     /// Looks up an input's tensor by name.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.inputs.iter().find(|input| input.name == name).map(|input| &input.tensor)
+        self.inputs
+            .iter()
+            .find(|input| input.name == name)
+            .map(|input| &input.tensor)
     }
 }
 
@@ -238,7 +304,12 @@ impl Serialize for InputSet {
                 origin: input.origin,
             })
             .collect();
-        InputSetSummary { seed: self.seed, inputs, chosen_defaults: &self.chosen_defaults }.serialize(serializer)
+        InputSetSummary {
+            seed: self.seed,
+            inputs,
+            chosen_defaults: &self.chosen_defaults,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -255,20 +326,48 @@ pub fn build_inputs(model: &LoadedModel, request: &InputRequest) -> Result<Input
 /// [`DEFAULT_DIM`]. Unknown dimensions get [`DEFAULT_DIM`].
 /// Inputs without a given tensor get seeded random values: floats uniform in
 /// [-1, 1], integers in `0..4`, booleans `true`.
-pub fn build_inputs_for_specs(model: &str, specs: &[InputSpec], request: &InputRequest) -> Result<InputSet, InputError> {
-    let given = index_by_input(model, specs, ShapeOrigin::GivenTensor, request.given.iter().map(|t| (t.name.as_str(), &t.tensor)))?;
-    let overrides = index_by_input(model, specs, ShapeOrigin::ShapeOverride, request.shapes.iter().map(|o| (o.input.as_str(), &o.shape)))?;
+pub fn build_inputs_for_specs(
+    model: &str,
+    specs: &[InputSpec],
+    request: &InputRequest,
+) -> Result<InputSet, InputError> {
+    let given_tensors = index_by_input(
+        model,
+        specs,
+        ShapeOrigin::GivenTensor,
+        request.tensors.iter().map(|t| (t.name.as_str(), &t.tensor)),
+    )?;
+    let overrides = index_by_input(
+        model,
+        specs,
+        ShapeOrigin::ShapeOverride,
+        request.shapes.iter().map(|o| (o.input.as_str(), &o.shape)),
+    )?;
 
     let mut binder = DimBinder::new(model);
     for spec in specs {
-        bind_known_shape(&mut binder, spec, given.get(spec.name.as_str()).copied(), overrides.get(spec.name.as_str()).copied())?;
+        bind_known_shape(
+            &mut binder,
+            spec,
+            given_tensors.get(spec.name.as_str()).copied(),
+            overrides.get(spec.name.as_str()).copied(),
+        )?;
     }
 
     let mut inputs = Vec::with_capacity(specs.len());
     for spec in specs {
-        let input = match given.get(spec.name.as_str()) {
-            Some(tensor) => InputValue { name: spec.name.clone(), tensor: (*tensor).clone(), origin: InputOrigin::Given },
-            None => random_input(&mut binder, spec, overrides.get(spec.name.as_str()).copied(), request.seed)?,
+        let input = match given_tensors.get(spec.name.as_str()) {
+            Some(tensor) => InputValue {
+                name: spec.name.clone(),
+                tensor: (*tensor).clone(),
+                origin: InputOrigin::Given,
+            },
+            None => random_input(
+                &mut binder,
+                spec,
+                overrides.get(spec.name.as_str()).copied(),
+                request.seed,
+            )?,
         };
         inputs.push(input);
     }
@@ -276,7 +375,11 @@ pub fn build_inputs_for_specs(model: &str, specs: &[InputSpec], request: &InputR
     for default in &binder.chosen_defaults {
         log::debug!("model `{model}`: no size given for dimension {default}; using the default");
     }
-    Ok(InputSet { inputs, chosen_defaults: binder.chosen_defaults, seed: request.seed })
+    Ok(InputSet {
+        inputs,
+        chosen_defaults: binder.chosen_defaults,
+        seed: request.seed,
+    })
 }
 
 /// Indexes user values by input name, rejecting unknown and repeated names.
@@ -291,17 +394,31 @@ fn index_by_input<'a, T>(
     for (name, value) in values {
         if !specs.iter().any(|spec| spec.name == name) {
             let known = specs.iter().map(|spec| spec.name.clone()).collect();
-            return Err(InputError::UnknownInput { model: model.to_string(), input: name.to_string(), origin, known });
+            return Err(InputError::UnknownInput {
+                model: model.to_string(),
+                input: name.to_string(),
+                origin,
+                known,
+            });
         }
         if by_name.insert(name, value).is_some() {
-            return Err(InputError::DuplicateInput { model: model.to_string(), input: name.to_string(), origin });
+            return Err(InputError::DuplicateInput {
+                model: model.to_string(),
+                input: name.to_string(),
+                origin,
+            });
         }
     }
     Ok(by_name)
 }
 
 /// Checks a given tensor or override against the spec and binds the symbols it sets.
-fn bind_known_shape(binder: &mut DimBinder, spec: &InputSpec, tensor: Option<&Tensor>, shape_override: Option<&Vec<usize>>) -> Result<(), InputError> {
+fn bind_known_shape(
+    binder: &mut DimBinder,
+    spec: &InputSpec,
+    tensor: Option<&Tensor>,
+    shape_override: Option<&Vec<usize>>,
+) -> Result<(), InputError> {
     if let Some(tensor) = tensor {
         if tensor.datum_type() != spec.datum_type {
             return Err(InputError::TypeMismatch {
@@ -328,19 +445,43 @@ fn bind_known_shape(binder: &mut DimBinder, spec: &InputSpec, tensor: Option<&Te
     Ok(())
 }
 
-fn random_input(binder: &mut DimBinder, spec: &InputSpec, shape_override: Option<&Vec<usize>>, seed: u64) -> Result<InputValue, InputError> {
+fn random_input(
+    binder: &mut DimBinder,
+    spec: &InputSpec,
+    shape_override: Option<&Vec<usize>>,
+    seed: u64,
+) -> Result<InputValue, InputError> {
     let shape = match shape_override {
         Some(shape) => shape.clone(),
         None => binder.resolve_shape(spec)?,
     };
 
+    let bytes = shape
+        .iter()
+        .try_fold(spec.datum_type.size_of(), |bytes, &dim| {
+            bytes.checked_mul(dim)
+        });
+    if bytes.is_none_or(|bytes| bytes > isize::MAX as usize) {
+        return Err(InputError::ShapeTooLarge {
+            model: binder.model.clone(),
+            input: spec.name.clone(),
+            shape,
+        });
+    }
+
     let mut rng = SplitMix64::new(seed ^ fnv1a(spec.name.as_bytes()));
-    let tensor = random_tensor(spec.datum_type, &shape, &mut rng).ok_or_else(|| InputError::UnsupportedType {
-        model: binder.model.clone(),
-        input: spec.name.clone(),
-        datum_type: datum_type_name(spec.datum_type),
+    let tensor = random_tensor(spec.datum_type, &shape, &mut rng).ok_or_else(|| {
+        InputError::UnsupportedType {
+            model: binder.model.clone(),
+            input: spec.name.clone(),
+            datum_type: datum_type_name(spec.datum_type),
+        }
     })?;
-    Ok(InputValue { name: spec.name.clone(), tensor, origin: InputOrigin::Random })
+    Ok(InputValue {
+        name: spec.name.clone(),
+        tensor,
+        origin: InputOrigin::Random,
+    })
 }
 
 /// Sizes of symbolic dimensions, shared across inputs, with where each was set.
@@ -352,11 +493,20 @@ struct DimBinder {
 
 impl DimBinder {
     fn new(model: &str) -> DimBinder {
-        DimBinder { model: model.to_string(), sizes: BTreeMap::new(), chosen_defaults: Vec::new() }
+        DimBinder {
+            model: model.to_string(),
+            sizes: BTreeMap::new(),
+            chosen_defaults: Vec::new(),
+        }
     }
 
     /// Checks `shape` against the declared dims and records the symbols it sets.
-    fn bind_shape(&mut self, spec: &InputSpec, shape: &[usize], origin: ShapeOrigin) -> Result<(), InputError> {
+    fn bind_shape(
+        &mut self,
+        spec: &InputSpec,
+        shape: &[usize],
+        origin: ShapeOrigin,
+    ) -> Result<(), InputError> {
         let Some(dims) = &spec.dims else {
             return Ok(());
         };
@@ -382,7 +532,11 @@ impl DimBinder {
                         expected: *expected,
                     });
                 }
-                Dim::Symbol(symbol) => self.bind_symbol(symbol, size, format!("{origin} for `{}` axis {axis}", spec.name))?,
+                Dim::Symbol(symbol) => self.bind_symbol(
+                    symbol,
+                    size,
+                    format!("{origin} for `{}` axis {axis}", spec.name),
+                )?,
                 _ => {}
             }
         }
@@ -409,7 +563,10 @@ impl DimBinder {
 
     /// Returns the declared shape with every dimension sized, choosing defaults for unset ones.
     fn resolve_shape(&mut self, spec: &InputSpec) -> Result<Vec<usize>, InputError> {
-        let dims = spec.dims.as_ref().ok_or_else(|| InputError::MissingShape { model: self.model.clone(), input: spec.name.clone() })?;
+        let dims = spec.dims.as_ref().ok_or_else(|| InputError::MissingShape {
+            model: self.model.clone(),
+            input: spec.name.clone(),
+        })?;
 
         let mut shape = Vec::with_capacity(dims.len());
         for (axis, dim) in dims.iter().enumerate() {
@@ -428,14 +585,25 @@ impl DimBinder {
             return *size;
         }
 
-        let size = if looks_like_batch(symbol) { DEFAULT_BATCH_DIM } else { DEFAULT_DIM };
-        self.sizes.insert(symbol.to_string(), (size, "default".to_string()));
-        self.chosen_defaults.push(ChosenDefault { dim: symbol.to_string(), value: size });
+        let size = if looks_like_batch(symbol) {
+            DEFAULT_BATCH_DIM
+        } else {
+            DEFAULT_DIM
+        };
+        self.sizes
+            .insert(symbol.to_string(), (size, "default".to_string()));
+        self.chosen_defaults.push(ChosenDefault {
+            dim: symbol.to_string(),
+            value: size,
+        });
         size
     }
 
     fn unnamed_default(&mut self, input: &str, axis: usize) -> usize {
-        self.chosen_defaults.push(ChosenDefault { dim: format!("{input}[{axis}]"), value: DEFAULT_DIM });
+        self.chosen_defaults.push(ChosenDefault {
+            dim: format!("{input}[{axis}]"),
+            value: DEFAULT_DIM,
+        });
         DEFAULT_DIM
     }
 }
@@ -450,7 +618,10 @@ fn random_tensor(datum_type: DatumType, shape: &[usize], rng: &mut SplitMix64) -
     let count: usize = shape.iter().product();
 
     let tensor = match datum_type {
-        DatumType::F16 => from_values(shape, (0..count).map(|_| f16::from_f64(rng.next_signed_unit()))),
+        DatumType::F16 => from_values(
+            shape,
+            (0..count).map(|_| f16::from_f64(rng.next_signed_unit())),
+        ),
         DatumType::F32 => from_values(shape, (0..count).map(|_| rng.next_signed_unit() as f32)),
         DatumType::F64 => from_values(shape, (0..count).map(|_| rng.next_signed_unit())),
         DatumType::Bool => from_values(shape, (0..count).map(|_| true)),
@@ -467,14 +638,19 @@ fn random_tensor(datum_type: DatumType, shape: &[usize], rng: &mut SplitMix64) -
     tensor.ok()
 }
 
-fn from_values<T: Datum + Copy>(shape: &[usize], values: impl Iterator<Item = T>) -> TractResult<Tensor> {
+fn from_values<T: Datum + Copy>(
+    shape: &[usize],
+    values: impl Iterator<Item = T>,
+) -> TractResult<Tensor> {
     let values: Vec<T> = values.collect();
     Tensor::from_shape(shape, &values)
 }
 
 /// 64-bit FNV-1a hash, so that each input name gets its own random stream.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a small generator whose output
@@ -513,7 +689,11 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, datum_type: DatumType, dims: Vec<Dim>) -> InputSpec {
-        InputSpec { name: name.to_string(), datum_type, dims: Some(dims) }
+        InputSpec {
+            name: name.to_string(),
+            datum_type,
+            dims: Some(dims),
+        }
     }
 
     fn sym(name: &str) -> Dim {
@@ -521,11 +701,18 @@ mod tests {
     }
 
     fn image_spec() -> InputSpec {
-        spec("images", DatumType::F32, vec![sym("batch"), Dim::Fixed(3), sym("height"), sym("width")])
+        spec(
+            "images",
+            DatumType::F32,
+            vec![sym("batch"), Dim::Fixed(3), sym("height"), sym("width")],
+        )
     }
 
     fn given(name: &str, tensor: Tensor) -> NamedTensor {
-        NamedTensor { name: name.to_string(), tensor }
+        NamedTensor {
+            name: name.to_string(),
+            tensor,
+        }
     }
 
     #[test]
@@ -535,7 +722,14 @@ mod tests {
 
         let values: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
 
-        assert_eq!(values, [6457827717110365317, 3203168211198807973, 9817491932198370423]);
+        assert_eq!(
+            values,
+            [
+                6457827717110365317,
+                3203168211198807973,
+                9817491932198370423
+            ]
+        );
     }
 
     #[test]
@@ -545,7 +739,11 @@ mod tests {
         let set = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap();
 
         assert_eq!(set.inputs[0].tensor.shape(), &[1, 3, 8, 8]);
-        let chosen: Vec<String> = set.chosen_defaults.iter().map(ToString::to_string).collect();
+        let chosen: Vec<String> = set
+            .chosen_defaults
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(chosen, ["batch=1", "height=8", "width=8"]);
     }
 
@@ -556,13 +754,25 @@ mod tests {
         let set = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap();
 
         assert_eq!(set.inputs[0].tensor.shape(), &[1, 8]);
-        assert_eq!(set.chosen_defaults[1], ChosenDefault { dim: "x[1]".into(), value: 8 });
+        assert_eq!(
+            set.chosen_defaults[1],
+            ChosenDefault {
+                dim: "x[1]".into(),
+                value: 8
+            }
+        );
     }
 
     #[test]
     fn given_tensor_sets_shared_symbol() {
-        let specs = [image_spec(), spec("mask", DatumType::Bool, vec![sym("batch"), sym("height")])];
-        let request = InputRequest { given: vec![given("images", Tensor::zero::<f32>(&[2, 3, 5, 7]).unwrap())], ..Default::default() };
+        let specs = [
+            image_spec(),
+            spec("mask", DatumType::Bool, vec![sym("batch"), sym("height")]),
+        ];
+        let request = InputRequest {
+            tensors: vec![given("images", Tensor::zero::<f32>(&[2, 3, 5, 7]).unwrap())],
+            ..Default::default()
+        };
 
         let set = build_inputs_for_specs("m", &specs, &request).unwrap();
 
@@ -574,8 +784,14 @@ mod tests {
 
     #[test]
     fn override_sets_shape_and_symbols() {
-        let specs = [image_spec(), spec("scale", DatumType::F32, vec![sym("batch")])];
-        let request = InputRequest { shapes: vec!["images=4,3,640,480".parse().unwrap()], ..Default::default() };
+        let specs = [
+            image_spec(),
+            spec("scale", DatumType::F32, vec![sym("batch")]),
+        ];
+        let request = InputRequest {
+            shapes: vec!["images=4,3,640,480".parse().unwrap()],
+            ..Default::default()
+        };
 
         let set = build_inputs_for_specs("m", &specs, &request).unwrap();
 
@@ -594,7 +810,15 @@ mod tests {
 
         let first = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap();
         let second = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap();
-        let reseeded = build_inputs_for_specs("m", &specs, &InputRequest { seed: 7, ..Default::default() }).unwrap();
+        let reseeded = build_inputs_for_specs(
+            "m",
+            &specs,
+            &InputRequest {
+                seed: 7,
+                ..Default::default()
+            },
+        )
+        .unwrap();
 
         let floats = first.inputs[0].tensor.to_plain_array_view::<f32>().unwrap();
         let ints = first.inputs[2].tensor.to_plain_array_view::<i64>().unwrap();
@@ -615,7 +839,13 @@ mod tests {
 
         let set = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap();
 
-        let values: Vec<f64> = set.inputs[0].tensor.to_plain_array_view::<f64>().unwrap().iter().copied().collect();
+        let values: Vec<f64> = set.inputs[0]
+            .tensor
+            .to_plain_array_view::<f64>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
         let mut rng = SplitMix64::new(DEFAULT_SEED ^ fnv1a(b"x"));
         assert_eq!(values, [rng.next_signed_unit(), rng.next_signed_unit()]);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
@@ -624,63 +854,106 @@ mod tests {
     #[test]
     fn unknown_input_name_is_rejected() {
         let specs = [image_spec()];
-        let request = InputRequest { given: vec![given("imgs", tensor1(&[1.0f32]))], ..Default::default() };
+        let request = InputRequest {
+            tensors: vec![given("imgs", tensor1(&[1.0f32]))],
+            ..Default::default()
+        };
 
         let err = build_inputs_for_specs("original", &specs, &request).unwrap_err();
 
         assert!(matches!(err, InputError::UnknownInput { .. }), "{err}");
-        assert!(err.to_string().contains("`imgs`") && err.to_string().contains("images"), "{err}");
+        assert!(err.to_string().contains("`imgs`"), "{err}");
+        assert!(err.to_string().contains("its inputs are: images"), "{err}");
     }
 
     #[test]
     fn fixed_dim_mismatch_is_rejected() {
         let specs = [image_spec()];
-        let request = InputRequest { shapes: vec!["images=1,4,8,8".parse().unwrap()], ..Default::default() };
+        let request = InputRequest {
+            shapes: vec!["images=1,4,8,8".parse().unwrap()],
+            ..Default::default()
+        };
 
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
-        assert!(matches!(err, InputError::DimMismatch { axis: 1, expected: 3, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                InputError::DimMismatch {
+                    axis: 1,
+                    expected: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn rank_mismatch_is_rejected() {
         let specs = [image_spec()];
-        let request = InputRequest { given: vec![given("images", Tensor::zero::<f32>(&[3, 8, 8]).unwrap())], ..Default::default() };
+        let request = InputRequest {
+            tensors: vec![given("images", Tensor::zero::<f32>(&[3, 8, 8]).unwrap())],
+            ..Default::default()
+        };
 
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
-        assert!(matches!(err, InputError::RankMismatch { expected: 4, .. }), "{err}");
+        assert!(
+            matches!(err, InputError::RankMismatch { expected: 4, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn symbol_conflict_is_rejected() {
-        let specs = [image_spec(), spec("scale", DatumType::F32, vec![sym("batch")])];
+        let specs = [
+            image_spec(),
+            spec("scale", DatumType::F32, vec![sym("batch")]),
+        ];
         let request = InputRequest {
-            given: vec![given("images", Tensor::zero::<f32>(&[2, 3, 8, 8]).unwrap())],
+            tensors: vec![given("images", Tensor::zero::<f32>(&[2, 3, 8, 8]).unwrap())],
             shapes: vec!["scale=3".parse().unwrap()],
             ..Default::default()
         };
 
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
-        assert!(matches!(err, InputError::SymbolConflict { first_value: 2, second_value: 3, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                InputError::SymbolConflict {
+                    first_value: 2,
+                    second_value: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn type_mismatch_is_rejected() {
         let specs = [image_spec()];
-        let request = InputRequest { given: vec![given("images", Tensor::zero::<f64>(&[1, 3, 8, 8]).unwrap())], ..Default::default() };
+        let request = InputRequest {
+            tensors: vec![given("images", Tensor::zero::<f64>(&[1, 3, 8, 8]).unwrap())],
+            ..Default::default()
+        };
 
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
-        assert!(err.to_string().contains("is f64, but the model expects f32"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is f64, but the model expects f32"),
+            "{err}"
+        );
     }
 
     #[test]
     fn override_conflicting_with_tensor_is_rejected() {
         let specs = [image_spec()];
         let request = InputRequest {
-            given: vec![given("images", Tensor::zero::<f32>(&[1, 3, 8, 8]).unwrap())],
+            tensors: vec![given("images", Tensor::zero::<f32>(&[1, 3, 8, 8]).unwrap())],
             shapes: vec!["images=1,3,16,16".parse().unwrap()],
             ..Default::default()
         };
@@ -693,20 +966,60 @@ mod tests {
     #[test]
     fn duplicate_override_is_rejected() {
         let specs = [image_spec()];
-        let request = InputRequest { shapes: vec!["images=1,3,8,8".parse().unwrap(), "images=1,3,8,8".parse().unwrap()], ..Default::default() };
+        let request = InputRequest {
+            shapes: vec![
+                "images=1,3,8,8".parse().unwrap(),
+                "images=1,3,8,8".parse().unwrap(),
+            ],
+            ..Default::default()
+        };
 
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
-        assert!(matches!(err, InputError::DuplicateInput { origin: ShapeOrigin::ShapeOverride, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                InputError::DuplicateInput {
+                    origin: ShapeOrigin::ShapeOverride,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overflowing_shape_is_rejected() {
+        let specs = [spec("x", DatumType::F32, vec![Dim::Unknown, Dim::Unknown])];
+        let huge = format!("x={},{}", usize::MAX / 2, 3);
+        let request = InputRequest {
+            shapes: vec![huge.parse().unwrap()],
+            ..Default::default()
+        };
+
+        let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
+
+        assert!(matches!(err, InputError::ShapeTooLarge { .. }), "{err}");
     }
 
     #[test]
     fn shapeless_input_needs_a_shape() {
-        let specs = [InputSpec { name: "x".into(), datum_type: DatumType::F32, dims: None }];
+        let specs = [InputSpec {
+            name: "x".into(),
+            datum_type: DatumType::F32,
+            dims: None,
+        }];
 
         let err = build_inputs_for_specs("m", &specs, &InputRequest::default()).unwrap_err();
-        let with_override =
-            build_inputs_for_specs("m", &specs, &InputRequest { shapes: vec!["x=2,2".parse().unwrap()], ..Default::default() }).unwrap();
+        let with_override = build_inputs_for_specs(
+            "m",
+            &specs,
+            &InputRequest {
+                shapes: vec!["x=2,2".parse().unwrap()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
 
         assert!(matches!(err, InputError::MissingShape { .. }), "{err}");
         assert_eq!(with_override.inputs[0].tensor.shape(), &[2, 2]);
@@ -716,7 +1029,13 @@ mod tests {
     fn shape_override_parsing() {
         let parsed: ShapeOverride = "a=b=1, 2,3".parse().unwrap();
 
-        assert_eq!(parsed, ShapeOverride { input: "a=b".into(), shape: vec![1, 2, 3] });
+        assert_eq!(
+            parsed,
+            ShapeOverride {
+                input: "a=b".into(),
+                shape: vec![1, 2, 3]
+            }
+        );
         assert!("x".parse::<ShapeOverride>().is_err());
         assert!("=1,2".parse::<ShapeOverride>().is_err());
         assert!("x=".parse::<ShapeOverride>().is_err());
@@ -727,7 +1046,15 @@ mod tests {
     #[test]
     fn input_set_serializes_summary() {
         let specs = [spec("x", DatumType::I32, vec![sym("n")])];
-        let set = build_inputs_for_specs("m", &specs, &InputRequest { seed: 5, ..Default::default() }).unwrap();
+        let set = build_inputs_for_specs(
+            "m",
+            &specs,
+            &InputRequest {
+                seed: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
 
         let json = serde_json::to_value(&set).unwrap();
 

@@ -30,15 +30,25 @@ pub enum LoadError {
     MissingGraph { model: String },
 
     /// A graph input has no tensor type, or an element type tract cannot run.
-    #[error("input `{input}` of model `{model}` {problem}; tract 0.23 runs bool, integer, float16, float32 and float64 inputs")]
-    UnsupportedInput { model: String, input: String, problem: String },
+    #[error("input `{input}` of model `{model}` {problem}, but tract 0.23 runs only bool, integer, float16, float32 and float64 inputs; convert the model to one of these types")]
+    UnsupportedInput {
+        model: String,
+        input: String,
+        problem: String,
+    },
+
+    /// The model stores initializers in external files, but no model directory was given.
+    #[error("model `{model}` stores initializer `{tensor}` in an external file, but no model directory was given; pass the directory of the .onnx file")]
+    MissingModelDir { model: String, tensor: String },
 
     /// tract rejected the model while parsing it.
     #[error("tract failed to load model `{model}`: {reason}")]
     Tract { model: String, reason: String },
 
     /// The graph reads tensors that neither a graph input, an initializer nor a node provides.
-    #[error("model `{model}` reads tensors that nothing produces: {names:?}; the graph is incomplete")]
+    #[error(
+        "model `{model}` reads tensors that nothing produces: {names:?}; the graph is incomplete"
+    )]
     UnresolvedTensors { model: String, names: Vec<String> },
 }
 
@@ -95,7 +105,7 @@ impl LoadedModel {
         &self.output_names
     }
 
-    /// The tract model before typing, with the input facts the ONNX file declares.
+    /// Returns the tract model before typing, with the input facts the ONNX file declares.
     pub fn inference_model(&self) -> &InferenceModel {
         &self.model
     }
@@ -106,34 +116,90 @@ impl LoadedModel {
 /// `model_dir` is the directory that external data locations are relative to,
 /// normally the directory of the `.onnx` file. Without it, a model with external
 /// data fails to load. `label` names the model in errors.
-pub fn load_model(label: &str, bytes: &[u8], model_dir: Option<&Path>) -> Result<LoadedModel, LoadError> {
+pub fn load_model(
+    label: &str,
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+) -> Result<LoadedModel, LoadError> {
     let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(true);
 
-    let proto = onnx
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|err| LoadError::InvalidProtobuf { model: label.to_string(), reason: tract_error_line(&err) })?;
-    let graph = proto.graph.as_ref().ok_or_else(|| LoadError::MissingGraph { model: label.to_string() })?;
+    let proto =
+        onnx.proto_model_for_read(&mut &bytes[..])
+            .map_err(|err| LoadError::InvalidProtobuf {
+                model: label.to_string(),
+                reason: tract_error_line(&err),
+            })?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| LoadError::MissingGraph {
+            model: label.to_string(),
+        })?;
 
     let inputs = real_input_specs(label, graph)?;
-    let output_names = graph.output.iter().map(|output| output.name.clone()).collect();
+    if model_dir.is_none() {
+        reject_external_data(label, graph)?;
+    }
+    let output_names = graph
+        .output
+        .iter()
+        .map(|output| output.name.clone())
+        .collect();
 
     let dir = model_dir.map(|dir| dir.to_string_lossy().into_owned());
-    let parsed = call_tract(|| onnx.parse(&proto, dir.as_deref()))
-        .map_err(|reason| LoadError::Tract { model: label.to_string(), reason })?;
+    let parsed =
+        call_tract(|| onnx.parse(&proto, dir.as_deref())).map_err(|reason| LoadError::Tract {
+            model: label.to_string(),
+            reason,
+        })?;
     if !parsed.unresolved_inputs.is_empty() {
-        return Err(LoadError::UnresolvedTensors { model: label.to_string(), names: parsed.unresolved_inputs });
+        return Err(LoadError::UnresolvedTensors {
+            model: label.to_string(),
+            names: parsed.unresolved_inputs,
+        });
     }
 
-    log::debug!("loaded model `{label}`: {} real inputs, {} outputs", inputs.len(), graph.output.len());
-    Ok(LoadedModel { label: label.to_string(), model: parsed.model, inputs, output_names })
+    log::debug!(
+        "loaded model `{label}`: {} real inputs, {} outputs",
+        inputs.len(),
+        graph.output.len()
+    );
+    Ok(LoadedModel {
+        label: label.to_string(),
+        model: parsed.model,
+        inputs,
+        output_names,
+    })
+}
+
+/// Rejects a top-level initializer stored in an external file.
+///
+/// tract checks subgraphs too, but its message does not say what to do.
+fn reject_external_data(label: &str, graph: &pb::GraphProto) -> Result<(), LoadError> {
+    let external = pb::tensor_proto::DataLocation::External as i32;
+
+    match graph
+        .initializer
+        .iter()
+        .find(|tensor| tensor.data_location == Some(external))
+    {
+        Some(tensor) => Err(LoadError::MissingModelDir {
+            model: label.to_string(),
+            tensor: tensor.name.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Lists the graph inputs that no initializer provides, in graph order.
 fn real_input_specs(label: &str, graph: &pb::GraphProto) -> Result<Vec<InputSpec>, LoadError> {
-    let initialized: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|tensor| tensor.name.as_str()).collect();
+    let initialized: std::collections::HashSet<&str> = graph
+        .initializer
+        .iter()
+        .map(|tensor| tensor.name.as_str())
+        .collect();
 
     graph
         .input
@@ -150,21 +216,37 @@ fn input_spec(label: &str, input: &pb::ValueInfoProto) -> Result<InputSpec, Load
         problem,
     };
 
-    let Some(pb::type_proto::Value::TensorType(tensor_type)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    let Some(pb::type_proto::Value::TensorType(tensor_type)) =
+        input.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return Err(unsupported("has no tensor type".to_string()));
     };
-    let datum_type = datum_type_from_onnx(tensor_type.elem_type)
-        .ok_or_else(|| unsupported(format!("has element type {}", onnx_type_name(tensor_type.elem_type))))?;
+    let datum_type = datum_type_from_onnx(tensor_type.elem_type).ok_or_else(|| {
+        unsupported(format!(
+            "has element type {}",
+            onnx_type_name(tensor_type.elem_type)
+        ))
+    })?;
 
-    let dims = tensor_type.shape.as_ref().map(|shape| shape.dim.iter().map(dim_from_proto).collect());
-    Ok(InputSpec { name: input.name.clone(), datum_type, dims })
+    let dims = tensor_type
+        .shape
+        .as_ref()
+        .map(|shape| shape.dim.iter().map(dim_from_proto).collect());
+    Ok(InputSpec {
+        name: input.name.clone(),
+        datum_type,
+        dims,
+    })
 }
 
 fn dim_from_proto(dim: &pb::tensor_shape_proto::Dimension) -> Dim {
     match &dim.value {
-        Some(dimension::Value::DimValue(value)) => usize::try_from(*value).map(Dim::Fixed).unwrap_or(Dim::Unknown),
-        Some(dimension::Value::DimParam(name)) if !name.is_empty() && name != "?" => Dim::Symbol(name.clone()),
+        Some(dimension::Value::DimValue(value)) => usize::try_from(*value)
+            .map(Dim::Fixed)
+            .unwrap_or(Dim::Unknown),
+        Some(dimension::Value::DimParam(name)) if !name.is_empty() && name != "?" => {
+            Dim::Symbol(name.clone())
+        }
         _ => Dim::Unknown,
     }
 }
@@ -210,7 +292,10 @@ pub(crate) fn call_tract<T>(call: impl FnOnce() -> TractResult<T>) -> Result<T, 
     match panic::catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(tract_error_line(&err)),
-        Err(payload) => Err(format!("tract panicked: {}", panic_message(payload.as_ref()))),
+        Err(payload) => Err(format!(
+            "tract panicked: {}",
+            panic_message(payload.as_ref())
+        )),
     }
 }
 
@@ -269,13 +354,22 @@ mod tests {
 
         let model = load_model("chain", &bytes, None).unwrap();
 
-        let names: Vec<&str> = model.input_specs().iter().map(|spec| spec.name.as_str()).collect();
+        let names: Vec<&str> = model
+            .input_specs()
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect();
         assert_eq!(names, ["x"]);
         assert_eq!(model.output_names(), ["y"]);
         assert_eq!(model.input_specs()[0].datum_type, DatumType::F32);
         assert_eq!(
             model.input_specs()[0].dims,
-            Some(vec![Dim::Symbol("batch".into()), Dim::Fixed(3), Dim::Symbol("height".into()), Dim::Unknown])
+            Some(vec![
+                Dim::Symbol("batch".into()),
+                Dim::Fixed(3),
+                Dim::Symbol("height".into()),
+                Dim::Unknown
+            ])
         );
     }
 
@@ -289,7 +383,10 @@ mod tests {
 
     #[test]
     fn load_rejects_model_without_graph() {
-        let bytes = test_models::encode(&pb::ModelProto { ir_version: 8, ..Default::default() });
+        let bytes = test_models::encode(&pb::ModelProto {
+            ir_version: 8,
+            ..Default::default()
+        });
 
         let err = load_model("empty", &bytes, None).unwrap_err();
 
@@ -299,7 +396,11 @@ mod tests {
     #[test]
     fn load_rejects_bfloat16_input() {
         let mut builder = ModelBuilder::new();
-        builder.input("x", pb::tensor_proto::DataType::Bfloat16, &[test_models::fixed(2)]);
+        builder.input(
+            "x",
+            pb::tensor_proto::DataType::Bfloat16,
+            &[test_models::fixed(2)],
+        );
         builder.node("Identity", &["x"], &["y"], vec![]);
         builder.output("y");
 
@@ -307,13 +408,18 @@ mod tests {
 
         let text = err.to_string();
         assert!(matches!(err, LoadError::UnsupportedInput { .. }), "{text}");
-        assert!(text.contains("BFLOAT16") && text.contains("`x`"), "{text}");
+        assert!(text.contains("BFLOAT16"), "{text}");
+        assert!(text.contains("`x`"), "{text}");
     }
 
     #[test]
     fn load_reports_unknown_operator_in_one_line() {
         let mut builder = ModelBuilder::new();
-        builder.input("x", pb::tensor_proto::DataType::Float, &[test_models::fixed(2)]);
+        builder.input(
+            "x",
+            pb::tensor_proto::DataType::Float,
+            &[test_models::fixed(2)],
+        );
         builder.node("NoSuchOp", &["x"], &["y"], vec![]);
         builder.output("y");
         let model = load_model("odd", &builder.encode(), None).unwrap();
@@ -328,7 +434,11 @@ mod tests {
     #[test]
     fn load_ignores_wrong_stored_output_shape() {
         let mut builder = ModelBuilder::new();
-        builder.input("x", pb::tensor_proto::DataType::Float, &[test_models::fixed(2), test_models::fixed(3)]);
+        builder.input(
+            "x",
+            pb::tensor_proto::DataType::Float,
+            &[test_models::fixed(2), test_models::fixed(3)],
+        );
         builder.node("Relu", &["x"], &["y"], vec![]);
         builder.output_with_shape("y", pb::tensor_proto::DataType::Float, &[7, 7, 7]);
         builder.value_info("y", &[9]);
@@ -342,14 +452,21 @@ mod tests {
     #[test]
     fn load_reads_external_data_from_model_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let bias: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|value| value.to_le_bytes()).collect();
+        let bias: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
         std::fs::write(dir.path().join("bias.bin"), &bias).unwrap();
         let bytes = test_models::add_external_bias("bias.bin", 2);
 
         let without_dir = load_model("external", &bytes, None);
         let with_dir = load_model("external", &bytes, Some(dir.path()));
 
-        assert!(matches!(without_dir, Err(LoadError::Tract { .. })), "{:?}", without_dir.err());
+        assert!(
+            matches!(without_dir, Err(LoadError::MissingModelDir { ref tensor, .. }) if tensor == "bias"),
+            "{:?}",
+            without_dir.err()
+        );
         assert!(with_dir.is_ok(), "{:?}", with_dir.err());
     }
 
@@ -363,7 +480,10 @@ mod tests {
         let line = tract_error_line(&err);
 
         assert!(line.starts_with("level 9: level 8: ...: "), "{line}");
-        assert!(line.ends_with("level 2: level 1: level 0: root cause"), "{line}");
+        assert!(
+            line.ends_with("level 2: level 1: level 0: root cause"),
+            "{line}"
+        );
         assert!(!line.contains("second line"), "{line}");
     }
 

@@ -32,14 +32,23 @@ use std::path::Path;
 use serde::{Serialize, Serializer};
 use tract_onnx::prelude::*;
 
-pub use compare::{compare_outputs, compare_tensors, ComparisonReport, OutputComparison, OutputStatus, Tolerance, WorstElement};
-pub use files::{read_input_args, read_named, read_tensor_proto, read_test_data_dir, read_unnamed, InputArg, InputFileError, UserTensors};
+pub use compare::{
+    compare_outputs, compare_tensors, ComparisonReport, OutputComparison, OutputStatus, Tolerance,
+    WorstElement,
+};
+pub use files::{
+    read_input_args, read_named, read_tensor_proto, read_test_data_dir, read_unnamed, InputArg,
+    InputFileError, UserTensors,
+};
 pub use inputs::{
-    build_inputs, build_inputs_for_specs, ChosenDefault, InputError, InputOrigin, InputRequest, InputSet, InputValue, ParseShapeError,
-    ShapeOrigin, ShapeOverride, DEFAULT_BATCH_DIM, DEFAULT_DIM, DEFAULT_SEED,
+    build_inputs, build_inputs_for_specs, ChosenDefault, InputError, InputOrigin, InputRequest,
+    InputSet, InputValue, ParseShapeError, ShapeOrigin, ShapeOverride, DEFAULT_BATCH_DIM,
+    DEFAULT_DIM, DEFAULT_SEED,
 };
 pub use load::{load_model, tract_error_line, Dim, InputSpec, LoadError, LoadedModel};
-pub use run::{bench_model, prepare_model, run_model, BenchResult, PlanKind, PreparedModel, RunError};
+pub use run::{
+    bench_model, prepare_model, run_model, BenchResult, PlanKind, PreparedModel, RunError,
+};
 
 /// A tensor with the name of the model input or output it belongs to.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,16 +70,29 @@ pub struct ModelOutputs {
     pub outputs: Vec<NamedTensor>,
 }
 
+impl ModelOutputs {
+    /// Looks up an output's tensor by name.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.outputs
+            .iter()
+            .find(|output| output.name == name)
+            .map(|output| &output.tensor)
+    }
+}
+
 /// Names a tract datum type in lower case, such as `f32` or `bool`.
 pub fn datum_type_name(datum_type: DatumType) -> String {
     format!("{datum_type:?}").to_ascii_lowercase()
 }
 
-fn serialize_datum_type<S: Serializer>(datum_type: &DatumType, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_datum_type<S: Serializer>(
+    datum_type: &DatumType,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&datum_type_name(*datum_type))
 }
 
-/// Which of the two compared models an error concerns.
+/// Role of a model in a verification: the original or the folded one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelRole {
@@ -103,7 +125,7 @@ pub struct ModelSource<'a> {
     pub model_dir: Option<&'a Path>,
 }
 
-/// What a verification runs on and how it compares.
+/// Inputs, tolerance and reference outputs of a verification.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
     /// Given tensors, shape overrides and seed for the inputs.
@@ -137,7 +159,7 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// The step that failed: `load`, `inputs` or `run`.
+    /// Returns the step that failed: `load`, `inputs` or `run`.
     pub fn stage(&self) -> &'static str {
         match self {
             VerifyError::Load { .. } => "load",
@@ -146,7 +168,7 @@ impl VerifyError {
         }
     }
 
-    /// The model the failure concerns, `None` for input errors.
+    /// Returns the model the failure concerns, `None` for input errors.
     pub fn role(&self) -> Option<ModelRole> {
         match self {
             VerifyError::Load { role, .. } | VerifyError::Run { role, .. } => Some(*role),
@@ -165,7 +187,12 @@ impl Serialize for VerifyError {
             message: String,
         }
 
-        Failure { stage: self.stage(), model: self.role(), message: self.to_string() }.serialize(serializer)
+        Failure {
+            stage: self.stage(),
+            model: self.role(),
+            message: self.to_string(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -189,42 +216,82 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// Whether the folded model matches the original, and the original matches the reference if any.
+    /// Returns `true` when the folded model matches the original, and the original matches the reference if any.
     pub fn passed(&self) -> bool {
-        self.comparison.passed && self.reference.as_ref().is_none_or(|reference| reference.passed)
+        self.comparison.passed
+            && self
+                .reference
+                .as_ref()
+                .is_none_or(|reference| reference.passed)
     }
 }
 
 /// Loads both models, then runs [`verify_loaded`].
-pub fn verify_models(original: &ModelSource, folded: &ModelSource, options: &VerifyOptions) -> Result<Verification, VerifyError> {
-    let original_model = load_model(original.label, original.bytes, original.model_dir)
-        .map_err(|error| VerifyError::Load { role: ModelRole::Original, error })?;
+pub fn verify_models(
+    original: &ModelSource,
+    folded: &ModelSource,
+    options: &VerifyOptions,
+) -> Result<Verification, VerifyError> {
+    let original_model =
+        load_model(original.label, original.bytes, original.model_dir).map_err(|error| {
+            VerifyError::Load {
+                role: ModelRole::Original,
+                error,
+            }
+        })?;
     let folded_model =
-        load_model(folded.label, folded.bytes, folded.model_dir).map_err(|error| VerifyError::Load { role: ModelRole::Folded, error })?;
+        load_model(folded.label, folded.bytes, folded.model_dir).map_err(|error| {
+            VerifyError::Load {
+                role: ModelRole::Folded,
+                error,
+            }
+        })?;
 
     verify_loaded(&original_model, &folded_model, options)
 }
 
 /// Builds inputs from the original model's specs, runs both models on them and compares the outputs.
-pub fn verify_loaded(original: &LoadedModel, folded: &LoadedModel, options: &VerifyOptions) -> Result<Verification, VerifyError> {
-    let inputs = build_inputs(original, &options.inputs).map_err(|error| VerifyError::Inputs { error })?;
+pub fn verify_loaded(
+    original: &LoadedModel,
+    folded: &LoadedModel,
+    options: &VerifyOptions,
+) -> Result<Verification, VerifyError> {
+    let inputs =
+        build_inputs(original, &options.inputs).map_err(|error| VerifyError::Inputs { error })?;
 
     let (original_outputs, original_plan) = run_role(original, &inputs, ModelRole::Original)?;
     let (folded_outputs, folded_plan) = run_role(folded, &inputs, ModelRole::Folded)?;
 
     let comparison = compare_outputs(&original_outputs, &folded_outputs, options.tolerance);
-    let reference = options.reference.as_ref().map(|reference| compare_outputs(reference, &original_outputs, options.tolerance));
+    let reference = options
+        .reference
+        .as_ref()
+        .map(|reference| compare_outputs(reference, &original_outputs, options.tolerance));
 
-    log::info!(
+    log::debug!(
         "verified `{}` against `{}`: {}",
         folded.label(),
         original.label(),
-        if comparison.passed { "outputs match" } else { "outputs differ" }
+        if comparison.passed {
+            "outputs match"
+        } else {
+            "outputs differ"
+        }
     );
-    Ok(Verification { inputs, original_plan, folded_plan, comparison, reference })
+    Ok(Verification {
+        inputs,
+        original_plan,
+        folded_plan,
+        comparison,
+        reference,
+    })
 }
 
-fn run_role(model: &LoadedModel, inputs: &InputSet, role: ModelRole) -> Result<(ModelOutputs, PlanKind), VerifyError> {
+fn run_role(
+    model: &LoadedModel,
+    inputs: &InputSet,
+    role: ModelRole,
+) -> Result<(ModelOutputs, PlanKind), VerifyError> {
     let to_error = |error| VerifyError::Run { role, error };
 
     let prepared = prepare_model(model, inputs).map_err(to_error)?;
@@ -244,7 +311,7 @@ mod tests {
         (test_models::ramp(4 * 3, 0.1), test_models::ramp(2 * 4, 0.1))
     }
 
-    /// The 1x1 Conv with weight `W2 · W1`, equal to the chain.
+    /// Builds the 1x1 Conv with weight `W2 · W1`, which equals the chain, with `perturbation` added to one weight.
     fn folded_chain(perturbation: f32) -> Vec<u8> {
         let (w1, w2) = chain_weights();
         let mut folded = vec![0.0f32; 2 * 3];
@@ -258,15 +325,33 @@ mod tests {
         folded[0] += perturbation;
 
         let mut builder = ModelBuilder::new();
-        builder.input("x", DataType::Float, &[param("batch"), fixed(3), param("height"), test_models::unknown()]);
+        builder.input(
+            "x",
+            DataType::Float,
+            &[
+                param("batch"),
+                fixed(3),
+                param("height"),
+                test_models::unknown(),
+            ],
+        );
         builder.initializer("w", &[2, 3, 1, 1], &folded);
-        builder.node("Conv", &["x", "w"], &["y"], vec![ints_attribute("kernel_shape", &[1, 1])]);
+        builder.node(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![ints_attribute("kernel_shape", &[1, 1])],
+        );
         builder.output("y");
         builder.encode()
     }
 
     fn source<'a>(label: &'a str, bytes: &'a [u8]) -> ModelSource<'a> {
-        ModelSource { label, bytes, model_dir: None }
+        ModelSource {
+            label,
+            bytes,
+            model_dir: None,
+        }
     }
 
     #[test]
@@ -274,14 +359,24 @@ mod tests {
         let original = test_models::conv_chain(&[("w1", 4), ("w2", 2)], 3);
         let folded = folded_chain(0.0);
 
-        let verification = verify_models(&source("chain", &original), &source("folded", &folded), &VerifyOptions::default()).unwrap();
+        let verification = verify_models(
+            &source("chain", &original),
+            &source("folded", &folded),
+            &VerifyOptions::default(),
+        )
+        .unwrap();
 
         assert!(verification.passed(), "{}", verification.comparison);
         assert_eq!(verification.original_plan, PlanKind::Optimized);
         let y = &verification.comparison.outputs[0];
         assert_eq!(y.expected_shape.as_deref(), Some(&[1, 2, 8, 8][..]));
         assert!(y.max_rel_error < 1e-6, "{y}");
-        let defaults: Vec<String> = verification.inputs.chosen_defaults.iter().map(ToString::to_string).collect();
+        let defaults: Vec<String> = verification
+            .inputs
+            .chosen_defaults
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(defaults, ["batch=1", "height=8", "x[3]=8"]);
     }
 
@@ -289,9 +384,20 @@ mod tests {
     fn verify_detects_wrong_fold() {
         let original = test_models::conv_chain(&[("w1", 4), ("w2", 2)], 3);
         let folded = folded_chain(0.05);
-        let options = VerifyOptions { inputs: InputRequest { shapes: vec!["x=2,3,4,5".parse().unwrap()], ..Default::default() }, ..Default::default() };
+        let options = VerifyOptions {
+            inputs: InputRequest {
+                shapes: vec!["x=2,3,4,5".parse().unwrap()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
 
-        let verification = verify_models(&source("chain", &original), &source("folded", &folded), &options).unwrap();
+        let verification = verify_models(
+            &source("chain", &original),
+            &source("folded", &folded),
+            &options,
+        )
+        .unwrap();
 
         let y = &verification.comparison.outputs[0];
         assert!(!verification.passed());
@@ -309,34 +415,67 @@ mod tests {
         // With x = e0, y = W2 · (column 0 of W1).
         let (w1, w2) = chain_weights();
         let column: Vec<f32> = (0..4).map(|inner| w1[inner * 3]).collect();
-        let y: Vec<f32> = (0..2).map(|out| (0..4).map(|inner| w2[out * 4 + inner] * column[inner]).sum()).collect();
+        let y: Vec<f32> = (0..2)
+            .map(|out| {
+                (0..4)
+                    .map(|inner| w2[out * 4 + inner] * column[inner])
+                    .sum()
+            })
+            .collect();
         let mut wrong_y = y.clone();
         wrong_y[1] += 1.0;
         let reference = |values: &[f32]| ModelOutputs {
             model: "onnxruntime".into(),
-            outputs: vec![NamedTensor { name: "y".into(), tensor: Tensor::from_shape(&[1, 2, 1, 1], values).unwrap() }],
+            outputs: vec![NamedTensor {
+                name: "y".into(),
+                tensor: Tensor::from_shape(&[1, 2, 1, 1], values).unwrap(),
+            }],
         };
         let options = |values: &[f32]| VerifyOptions {
-            inputs: InputRequest { given: vec![NamedTensor { name: "x".into(), tensor: x.clone() }], ..Default::default() },
+            inputs: InputRequest {
+                tensors: vec![NamedTensor {
+                    name: "x".into(),
+                    tensor: x.clone(),
+                }],
+                ..Default::default()
+            },
             reference: Some(reference(values)),
             ..Default::default()
         };
 
-        let good = verify_models(&source("chain", &original), &source("same", &original), &options(&y)).unwrap();
-        let bad = verify_models(&source("chain", &original), &source("same", &original), &options(&wrong_y)).unwrap();
+        let good = verify_models(
+            &source("chain", &original),
+            &source("same", &original),
+            &options(&y),
+        )
+        .unwrap();
+        let bad = verify_models(
+            &source("chain", &original),
+            &source("same", &original),
+            &options(&wrong_y),
+        )
+        .unwrap();
 
         assert!(good.passed());
         assert!(bad.comparison.passed);
         let bad_reference = bad.reference.as_ref().unwrap();
         assert!(!bad.passed());
-        assert_eq!(bad_reference.outputs[0].worst.as_ref().unwrap().index, [0, 1, 0, 0]);
+        assert_eq!(
+            bad_reference.outputs[0].worst.as_ref().unwrap().index,
+            [0, 1, 0, 0]
+        );
     }
 
     #[test]
     fn verify_reports_which_model_failed_to_load() {
         let original = test_models::conv_chain(&[("w1", 4)], 3);
 
-        let err = verify_models(&source("chain", &original), &source("broken.onnx", b"\x08\x01\xff"), &VerifyOptions::default()).unwrap_err();
+        let err = verify_models(
+            &source("chain", &original),
+            &source("broken.onnx", b"\x08\x01\xff"),
+            &VerifyOptions::default(),
+        )
+        .unwrap_err();
 
         assert_eq!(err.stage(), "load");
         assert_eq!(err.role(), Some(ModelRole::Folded));
@@ -349,12 +488,26 @@ mod tests {
     fn verify_reports_which_model_failed_to_run() {
         let original = test_models::conv_chain(&[("w1", 4)], 3);
         let mut builder = ModelBuilder::new();
-        builder.input("x", DataType::Float, &[param("batch"), fixed(3), param("height"), test_models::unknown()]);
+        builder.input(
+            "x",
+            DataType::Float,
+            &[
+                param("batch"),
+                fixed(3),
+                param("height"),
+                test_models::unknown(),
+            ],
+        );
         builder.node("NoSuchOp", &["x"], &["y"], vec![]);
         builder.output("y");
         let folded = builder.encode();
 
-        let err = verify_models(&source("chain", &original), &source("folded", &folded), &VerifyOptions::default()).unwrap_err();
+        let err = verify_models(
+            &source("chain", &original),
+            &source("folded", &folded),
+            &VerifyOptions::default(),
+        )
+        .unwrap_err();
 
         assert_eq!(err.stage(), "run");
         assert_eq!(err.role(), Some(ModelRole::Folded));
@@ -364,25 +517,63 @@ mod tests {
     fn verify_reports_folded_model_with_other_inputs() {
         let original = test_models::conv_chain(&[("w1", 4)], 3);
         let mut builder = ModelBuilder::new();
-        builder.input("renamed", DataType::Float, &[param("batch"), fixed(3), param("height"), test_models::unknown()]);
+        builder.input(
+            "renamed",
+            DataType::Float,
+            &[
+                param("batch"),
+                fixed(3),
+                param("height"),
+                test_models::unknown(),
+            ],
+        );
         builder.node("Relu", &["renamed"], &["y"], vec![]);
         builder.output("y");
         let folded = builder.encode();
 
-        let err = verify_models(&source("chain", &original), &source("folded", &folded), &VerifyOptions::default()).unwrap_err();
+        let err = verify_models(
+            &source("chain", &original),
+            &source("folded", &folded),
+            &VerifyOptions::default(),
+        )
+        .unwrap_err();
 
-        assert!(matches!(err, VerifyError::Run { role: ModelRole::Folded, error: RunError::MissingInput { .. } }), "{err}");
+        assert!(
+            matches!(
+                err,
+                VerifyError::Run {
+                    role: ModelRole::Folded,
+                    error: RunError::MissingInput { .. }
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn verify_rejects_input_name_model_lacks() {
         let original = test_models::conv_chain(&[("w1", 4)], 3);
-        let options = VerifyOptions { inputs: InputRequest { shapes: vec!["images=1,3,8,8".parse().unwrap()], ..Default::default() }, ..Default::default() };
+        let options = VerifyOptions {
+            inputs: InputRequest {
+                shapes: vec!["images=1,3,8,8".parse().unwrap()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
 
-        let err = verify_models(&source("chain", &original), &source("folded", &original), &options).unwrap_err();
+        let err = verify_models(
+            &source("chain", &original),
+            &source("folded", &original),
+            &options,
+        )
+        .unwrap_err();
 
         assert_eq!(err.stage(), "inputs");
-        assert!(err.to_string().contains("model `chain` has no such input; its inputs are: x"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("model `chain` has no such input; its inputs are: x"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -394,7 +585,12 @@ mod tests {
         builder.output("y");
         let bytes = builder.encode();
 
-        let verification = verify_models(&source("m", &bytes), &source("m", &bytes), &VerifyOptions::default()).unwrap();
+        let verification = verify_models(
+            &source("m", &bytes),
+            &source("m", &bytes),
+            &VerifyOptions::default(),
+        )
+        .unwrap();
 
         assert_eq!(verification.inputs.inputs.len(), 1);
         assert!(verification.passed());
@@ -407,14 +603,20 @@ mod tests {
         let proto = test_models::float_tensor("x", &[1, 3, 1, 1], &[1.0, 2.0, 3.0]);
         std::fs::write(&path, test_models::encode(&proto)).unwrap();
         let model = load_model("chain", &test_models::conv_chain(&[("w1", 4)], 3), None).unwrap();
-        let args: Vec<InputArg> = [path.to_str().unwrap().to_string(), format!("x={}", path.display())]
-            .iter()
-            .map(|text| text.parse().unwrap())
-            .collect();
+        let args: Vec<InputArg> = [
+            path.to_str().unwrap().to_string(),
+            format!("x={}", path.display()),
+        ]
+        .iter()
+        .map(|text| text.parse().unwrap())
+        .collect();
 
         let err = read_input_args(&model, &args).unwrap_err();
 
-        assert!(matches!(err, InputFileError::DuplicateInput { ref input, .. } if input == "x"), "{err}");
+        assert!(
+            matches!(err, InputFileError::DuplicateInput { ref input, .. } if input == "x"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,13 +25,20 @@ pub(crate) fn decode_npy(npy: NpyFile<impl Read>) -> Result<Tensor, String> {
     let datum_type = npy_datum_type(type_str.type_char(), element_size)
         .ok_or_else(|| format!("array type `{type_str}` is not supported; use bool, int8-64, uint8-64 or float16/32/64"))?;
 
-    let shape = npy.header().shape().iter().map(|&dim| usize::try_from(dim)).collect::<Result<Vec<_>, _>>()
+    let shape = npy
+        .header()
+        .shape()
+        .iter()
+        .map(|&dim| usize::try_from(dim))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|_| "array dimension does not fit in memory".to_string())?;
     let order = npy.header().order();
     let big_endian = type_str.endianness() == Endianness::Big;
 
     let mut data = Vec::new();
-    npy.into_inner().read_to_end(&mut data).map_err(|err| format!("failed to read array data: {err}"))?;
+    npy.into_inner()
+        .read_to_end(&mut data)
+        .map_err(|err| format!("failed to read array data: {err}"))?;
     check_data_length(&shape, element_size, data.len())?;
 
     let tensor = decode_tensor(datum_type, &shape, order, &data, big_endian)?;
@@ -69,7 +76,13 @@ fn check_data_length(shape: &[usize], element_size: usize, actual: usize) -> Res
     Ok(())
 }
 
-fn decode_tensor(datum_type: DatumType, shape: &[usize], order: Order, data: &[u8], big: bool) -> Result<Tensor, String> {
+fn decode_tensor(
+    datum_type: DatumType,
+    shape: &[usize],
+    order: Order,
+    data: &[u8],
+    big: bool,
+) -> Result<Tensor, String> {
     // A Fortran-order array is the C-order array of the reversed shape, transposed.
     let stored_shape: Vec<usize> = match order {
         Order::C => shape.to_vec(),
@@ -77,18 +90,51 @@ fn decode_tensor(datum_type: DatumType, shape: &[usize], order: Order, data: &[u
     };
 
     let stored = match datum_type {
-        DatumType::Bool => tensor_of(&stored_shape, &data.iter().map(|&byte| byte != 0).collect::<Vec<_>>()),
-        DatumType::I8 => tensor_of(&stored_shape, &decode::<i8, 1>(data, big, i8::from_le_bytes, i8::from_be_bytes)),
-        DatumType::I16 => tensor_of(&stored_shape, &decode::<i16, 2>(data, big, i16::from_le_bytes, i16::from_be_bytes)),
-        DatumType::I32 => tensor_of(&stored_shape, &decode::<i32, 4>(data, big, i32::from_le_bytes, i32::from_be_bytes)),
-        DatumType::I64 => tensor_of(&stored_shape, &decode::<i64, 8>(data, big, i64::from_le_bytes, i64::from_be_bytes)),
+        DatumType::Bool => tensor_of(
+            &stored_shape,
+            &data.iter().map(|&byte| byte != 0).collect::<Vec<_>>(),
+        ),
+        DatumType::I8 => tensor_of(
+            &stored_shape,
+            &decode::<i8, 1>(data, big, i8::from_le_bytes, i8::from_be_bytes),
+        ),
+        DatumType::I16 => tensor_of(
+            &stored_shape,
+            &decode::<i16, 2>(data, big, i16::from_le_bytes, i16::from_be_bytes),
+        ),
+        DatumType::I32 => tensor_of(
+            &stored_shape,
+            &decode::<i32, 4>(data, big, i32::from_le_bytes, i32::from_be_bytes),
+        ),
+        DatumType::I64 => tensor_of(
+            &stored_shape,
+            &decode::<i64, 8>(data, big, i64::from_le_bytes, i64::from_be_bytes),
+        ),
         DatumType::U8 => tensor_of(&stored_shape, data),
-        DatumType::U16 => tensor_of(&stored_shape, &decode::<u16, 2>(data, big, u16::from_le_bytes, u16::from_be_bytes)),
-        DatumType::U32 => tensor_of(&stored_shape, &decode::<u32, 4>(data, big, u32::from_le_bytes, u32::from_be_bytes)),
-        DatumType::U64 => tensor_of(&stored_shape, &decode::<u64, 8>(data, big, u64::from_le_bytes, u64::from_be_bytes)),
-        DatumType::F16 => tensor_of(&stored_shape, &decode::<f16, 2>(data, big, f16::from_le_bytes, f16::from_be_bytes)),
-        DatumType::F32 => tensor_of(&stored_shape, &decode::<f32, 4>(data, big, f32::from_le_bytes, f32::from_be_bytes)),
-        DatumType::F64 => tensor_of(&stored_shape, &decode::<f64, 8>(data, big, f64::from_le_bytes, f64::from_be_bytes)),
+        DatumType::U16 => tensor_of(
+            &stored_shape,
+            &decode::<u16, 2>(data, big, u16::from_le_bytes, u16::from_be_bytes),
+        ),
+        DatumType::U32 => tensor_of(
+            &stored_shape,
+            &decode::<u32, 4>(data, big, u32::from_le_bytes, u32::from_be_bytes),
+        ),
+        DatumType::U64 => tensor_of(
+            &stored_shape,
+            &decode::<u64, 8>(data, big, u64::from_le_bytes, u64::from_be_bytes),
+        ),
+        DatumType::F16 => tensor_of(
+            &stored_shape,
+            &decode::<f16, 2>(data, big, f16::from_le_bytes, f16::from_be_bytes),
+        ),
+        DatumType::F32 => tensor_of(
+            &stored_shape,
+            &decode::<f32, 4>(data, big, f32::from_le_bytes, f32::from_be_bytes),
+        ),
+        DatumType::F64 => tensor_of(
+            &stored_shape,
+            &decode::<f64, 8>(data, big, f64::from_le_bytes, f64::from_be_bytes),
+        ),
         other => Err(format!("array type {other:?} is not supported")),
     }?;
 
@@ -96,12 +142,19 @@ fn decode_tensor(datum_type: DatumType, shape: &[usize], order: Order, data: &[u
         Order::C => Ok(stored),
         Order::Fortran => {
             let reversed_axes: Vec<usize> = (0..shape.len()).rev().collect();
-            stored.permute_axes(&reversed_axes).map_err(|err| format!("failed to transpose Fortran-order array: {err}"))
+            stored
+                .permute_axes(&reversed_axes)
+                .map_err(|err| format!("failed to transpose Fortran-order array: {err}"))
         }
     }
 }
 
-fn decode<T, const N: usize>(data: &[u8], big_endian: bool, from_le: fn([u8; N]) -> T, from_be: fn([u8; N]) -> T) -> Vec<T> {
+fn decode<T, const N: usize>(
+    data: &[u8],
+    big_endian: bool,
+    from_le: fn([u8; N]) -> T,
+    from_be: fn([u8; N]) -> T,
+) -> Vec<T> {
     let convert = if big_endian { from_be } else { from_le };
 
     data.chunks_exact(N)
@@ -122,11 +175,21 @@ pub(crate) mod tests {
     use super::*;
 
     /// Encodes an `.npy` file (format version 1.0) from a dtype descriptor, shape and raw data bytes.
-    pub(crate) fn npy_bytes(descr: &str, fortran_order: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn npy_bytes(
+        descr: &str,
+        fortran_order: bool,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Vec<u8> {
         let dims: Vec<String> = shape.iter().map(|dim| dim.to_string()).collect();
-        let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+        let shape_text = if dims.len() == 1 {
+            format!("({},)", dims[0])
+        } else {
+            format!("({})", dims.join(", "))
+        };
         let order = if fortran_order { "True" } else { "False" };
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape_text}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape_text}, }}");
 
         // The header, with its 10-byte preamble and final newline, is padded to a multiple of 64 bytes.
         while (10 + header.len() + 1) % 64 != 0 {
@@ -143,7 +206,10 @@ pub(crate) mod tests {
 
     #[test]
     fn npy_reads_f32_c_order() {
-        let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let bytes = npy_bytes("<f4", false, &[2, 3], &data);
 
         let tensor = read_npy(&bytes[..]).unwrap();
@@ -154,7 +220,10 @@ pub(crate) mod tests {
     #[test]
     fn npy_reads_fortran_order() {
         // Column-major storage of [[1, 2, 3], [4, 5, 6]].
-        let data: Vec<u8> = [1i32, 4, 2, 5, 3, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1i32, 4, 2, 5, 3, 6]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let bytes = npy_bytes("<i4", true, &[2, 3], &data);
 
         let tensor = read_npy(&bytes[..]).unwrap();
@@ -164,7 +233,10 @@ pub(crate) mod tests {
 
     #[test]
     fn npy_reads_big_endian_f64() {
-        let data: Vec<u8> = [0.5f64, -8.25].iter().flat_map(|v| v.to_be_bytes()).collect();
+        let data: Vec<u8> = [0.5f64, -8.25]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
         let bytes = npy_bytes(">f8", false, &[2], &data);
 
         let tensor = read_npy(&bytes[..]).unwrap();
@@ -174,14 +246,20 @@ pub(crate) mod tests {
 
     #[test]
     fn npy_reads_f16_and_bool() {
-        let halves: Vec<u8> = [f16::from_f32(0.5), f16::from_f32(-2.0)].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let halves: Vec<u8> = [f16::from_f32(0.5), f16::from_f32(-2.0)]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let half_bytes = npy_bytes("<f2", false, &[2], &halves);
         let bool_bytes = npy_bytes("|b1", false, &[3], &[1, 0, 1]);
 
         let half_tensor = read_npy(&half_bytes[..]).unwrap();
         let bool_tensor = read_npy(&bool_bytes[..]).unwrap();
 
-        assert_eq!(half_tensor, tensor1(&[f16::from_f32(0.5), f16::from_f32(-2.0)]));
+        assert_eq!(
+            half_tensor,
+            tensor1(&[f16::from_f32(0.5), f16::from_f32(-2.0)])
+        );
         assert_eq!(bool_tensor, tensor1(&[true, false, true]));
     }
 
@@ -191,7 +269,10 @@ pub(crate) mod tests {
         let bytes = npy_bytes("|u1", false, &[2, 2], &[0, 1, 2, 255]);
 
         assert_eq!(read_npy(&scalar[..]).unwrap(), tensor0(7i64));
-        assert_eq!(read_npy(&bytes[..]).unwrap(), tensor2(&[[0u8, 1], [2, 255]]));
+        assert_eq!(
+            read_npy(&bytes[..]).unwrap(),
+            tensor2(&[[0u8, 1], [2, 255]])
+        );
     }
 
     #[test]
@@ -200,7 +281,10 @@ pub(crate) mod tests {
 
         let reason = read_npy(&bytes[..]).unwrap_err();
 
-        assert!(reason.contains("needs 16 data bytes but the file has 12"), "{reason}");
+        assert!(
+            reason.contains("needs 16 data bytes but the file has 12"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -208,8 +292,12 @@ pub(crate) mod tests {
         let complex = npy_bytes("<c8", false, &[1], &[0u8; 8]);
         let strings = npy_bytes("<U3", false, &[1], &[0u8; 12]);
 
-        assert!(read_npy(&complex[..]).unwrap_err().contains("`<c8` is not supported"));
-        assert!(read_npy(&strings[..]).unwrap_err().contains("is not supported"));
+        assert!(read_npy(&complex[..])
+            .unwrap_err()
+            .contains("`<c8` is not supported"));
+        assert!(read_npy(&strings[..])
+            .unwrap_err()
+            .contains("is not supported"));
     }
 
     #[test]

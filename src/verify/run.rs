@@ -23,7 +23,11 @@ pub enum RunError {
 
     /// tract could not infer types and shapes for the given input shapes.
     #[error("tract failed to type model `{model}` for inputs {inputs}: {reason}")]
-    Typing { model: String, inputs: String, reason: String },
+    Typing {
+        model: String,
+        inputs: String,
+        reason: String,
+    },
 
     /// tract could not build an execution plan.
     #[error("tract failed to plan model `{model}`: {reason}")]
@@ -31,14 +35,22 @@ pub enum RunError {
 
     /// tract failed while running the plan.
     #[error("tract failed to run model `{model}` on inputs {inputs}: {reason}")]
-    Execution { model: String, inputs: String, reason: String },
+    Execution {
+        model: String,
+        inputs: String,
+        reason: String,
+    },
 
     /// The plan returned another number of outputs than the model declares.
     #[error("model `{model}` declares {declared} outputs but tract returned {returned}")]
-    OutputCount { model: String, declared: usize, returned: usize },
+    OutputCount {
+        model: String,
+        declared: usize,
+        returned: usize,
+    },
 }
 
-/// Which form of the model tract runs.
+/// Form of the model that tract runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanKind {
@@ -122,33 +134,65 @@ pub fn prepare_model(model: &LoadedModel, inputs: &InputSet) -> Result<PreparedM
     let mut inference = model.inference_model().clone();
 
     let input_names = pin_input_facts(&mut inference, &label, inputs)?;
-    let typed = call_tract(|| inference.into_typed())
-        .map_err(|reason| RunError::Typing { model: label.clone(), inputs: describe_inputs(inputs), reason })?;
+    let typed = call_tract(|| inference.into_typed()).map_err(|reason| RunError::Typing {
+        model: label.clone(),
+        inputs: describe_inputs(inputs),
+        reason,
+    })?;
 
     let (typed, kind) = optimize_or_fall_back(&label, typed);
-    let plan = call_tract(|| typed.into_runnable()).map_err(|reason| RunError::Plan { model: label.clone(), reason })?;
+    let plan = call_tract(|| typed.into_runnable()).map_err(|reason| RunError::Plan {
+        model: label.clone(),
+        reason,
+    })?;
 
     let returned = plan.model().outputs.len();
     if returned != model.output_names().len() {
-        return Err(RunError::OutputCount { model: label, declared: model.output_names().len(), returned });
+        return Err(RunError::OutputCount {
+            model: label,
+            declared: model.output_names().len(),
+            returned,
+        });
     }
 
-    log::debug!("planned model `{label}` ({kind:?}) for inputs {}", describe_inputs(inputs));
-    Ok(PreparedModel { label, plan, input_names, output_names: model.output_names().to_vec(), kind })
+    log::debug!(
+        "planned model `{label}` ({kind:?}) for inputs {}",
+        describe_inputs(inputs)
+    );
+    Ok(PreparedModel {
+        label,
+        plan,
+        input_names,
+        output_names: model.output_names().to_vec(),
+        kind,
+    })
 }
 
 /// Sets each input fact to the type and shape of its tensor, and returns the input names in model order.
-fn pin_input_facts(model: &mut InferenceModel, label: &str, inputs: &InputSet) -> Result<Vec<String>, RunError> {
-    let outlets = model.input_outlets().map(<[OutletId]>::to_vec).unwrap_or_default();
+fn pin_input_facts(
+    model: &mut InferenceModel,
+    label: &str,
+    inputs: &InputSet,
+) -> Result<Vec<String>, RunError> {
+    let outlets = model
+        .input_outlets()
+        .map(<[OutletId]>::to_vec)
+        .unwrap_or_default();
 
     let mut names = Vec::with_capacity(outlets.len());
     for (index, outlet) in outlets.iter().enumerate() {
         let name = model.node(outlet.node).name.clone();
-        let tensor = inputs.get(&name).ok_or_else(|| RunError::MissingInput { model: label.to_string(), input: name.clone() })?;
+        let tensor = inputs.get(&name).ok_or_else(|| RunError::MissingInput {
+            model: label.to_string(),
+            input: name.clone(),
+        })?;
 
         let fact = InferenceFact::dt_shape_from_tensor(tensor);
-        call_tract(|| model.set_input_fact(index, fact))
-            .map_err(|reason| RunError::Typing { model: label.to_string(), inputs: describe_inputs(inputs), reason })?;
+        call_tract(|| model.set_input_fact(index, fact)).map_err(|reason| RunError::Typing {
+            model: label.to_string(),
+            inputs: describe_inputs(inputs),
+            reason,
+        })?;
         names.push(name);
     }
     Ok(names)
@@ -175,7 +219,14 @@ fn describe_inputs(inputs: &InputSet) -> String {
     let parts: Vec<String> = inputs
         .inputs
         .iter()
-        .map(|input| format!("{}: {} {:?}", input.name, super::datum_type_name(input.tensor.datum_type()), input.tensor.shape()))
+        .map(|input| {
+            format!(
+                "{}: {} {:?}",
+                input.name,
+                super::datum_type_name(input.tensor.datum_type()),
+                input.tensor.shape()
+            )
+        })
         .collect();
     format!("[{}]", parts.join(", "))
 }
@@ -186,7 +237,7 @@ impl PreparedModel {
         &self.label
     }
 
-    /// The form of the model this plan runs.
+    /// Returns the form of the model this plan runs.
     pub fn plan_kind(&self) -> PlanKind {
         self.kind
     }
@@ -200,9 +251,15 @@ impl PreparedModel {
             .output_names
             .iter()
             .zip(outputs)
-            .map(|(name, value)| NamedTensor { name: name.clone(), tensor: value.into_tensor() })
+            .map(|(name, value)| NamedTensor {
+                name: name.clone(),
+                tensor: value.into_tensor(),
+            })
             .collect();
-        Ok(ModelOutputs { model: self.label.clone(), outputs: named })
+        Ok(ModelOutputs {
+            model: self.label.clone(),
+            outputs: named,
+        })
     }
 
     /// Runs the plan once to warm up, then `runs` times, and reports the median latency.
@@ -233,18 +290,33 @@ impl PreparedModel {
         self.input_names
             .iter()
             .map(|name| {
-                let tensor = inputs.get(name).ok_or_else(|| RunError::MissingInput { model: self.label.clone(), input: name.clone() })?;
+                let tensor = inputs.get(name).ok_or_else(|| RunError::MissingInput {
+                    model: self.label.clone(),
+                    input: name.clone(),
+                })?;
                 Ok(tensor.clone().into_tvalue())
             })
             .collect()
     }
 
-    fn run_values(&self, values: TVec<TValue>, inputs: &InputSet) -> Result<TVec<TValue>, RunError> {
-        let outputs = call_tract(|| self.plan.run(values))
-            .map_err(|reason| RunError::Execution { model: self.label.clone(), inputs: describe_inputs(inputs), reason })?;
+    fn run_values(
+        &self,
+        values: TVec<TValue>,
+        inputs: &InputSet,
+    ) -> Result<TVec<TValue>, RunError> {
+        let outputs =
+            call_tract(|| self.plan.run(values)).map_err(|reason| RunError::Execution {
+                model: self.label.clone(),
+                inputs: describe_inputs(inputs),
+                reason,
+            })?;
 
         if outputs.len() != self.output_names.len() {
-            return Err(RunError::OutputCount { model: self.label.clone(), declared: self.output_names.len(), returned: outputs.len() });
+            return Err(RunError::OutputCount {
+                model: self.label.clone(),
+                declared: self.output_names.len(),
+                returned: outputs.len(),
+            });
         }
         Ok(outputs)
     }
@@ -268,7 +340,11 @@ pub fn run_model(model: &LoadedModel, inputs: &InputSet) -> Result<ModelOutputs,
 /// Plans `model` for `inputs`, runs it once to warm up, then times `runs` runs.
 ///
 /// Planning and the warm-up run are not timed.
-pub fn bench_model(model: &LoadedModel, inputs: &InputSet, runs: NonZeroUsize) -> Result<BenchResult, RunError> {
+pub fn bench_model(
+    model: &LoadedModel,
+    inputs: &InputSet,
+    runs: NonZeroUsize,
+) -> Result<BenchResult, RunError> {
     prepare_model(model, inputs)?.bench(inputs, runs)
 }
 
@@ -282,7 +358,12 @@ mod tests {
     use crate::verify::test_models::{self, fixed, param, ModelBuilder};
 
     fn values_f32(tensor: &Tensor) -> Vec<f32> {
-        tensor.to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+        tensor
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// `y = x * 2 + 1` on `x: [n, 2]`, with a stored output shape that is wrong on purpose.
@@ -303,21 +384,41 @@ mod tests {
         let x = test_models::float_tensor("x", &[3, 2], &[0.0, 1.0, -1.0, 0.5, 2.0, -3.0]);
         let given = crate::verify::NamedTensor {
             name: "x".into(),
-            tensor: tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, &x, None).unwrap(),
+            tensor: tract_onnx::tensor::load_tensor(
+                &tract_onnx::data_resolver::MmapDataResolver,
+                &x,
+                None,
+            )
+            .unwrap(),
         };
-        let inputs = build_inputs(&model, &InputRequest { given: vec![given], ..Default::default() }).unwrap();
+        let inputs = build_inputs(
+            &model,
+            &InputRequest {
+                tensors: vec![given],
+                ..Default::default()
+            },
+        )
+        .unwrap();
 
         let outputs = run_model(&model, &inputs).unwrap();
 
         assert_eq!(outputs.model, "affine");
         assert_eq!(outputs.outputs[0].name, "y");
         assert_eq!(outputs.outputs[0].tensor.shape(), &[3, 2]);
-        assert_eq!(values_f32(&outputs.outputs[0].tensor), [1.0, 3.0, -1.0, 2.0, 5.0, -5.0]);
+        assert_eq!(
+            values_f32(&outputs.outputs[0].tensor),
+            [1.0, 3.0, -1.0, 2.0, 5.0, -5.0]
+        );
     }
 
     #[test]
     fn run_uses_optimized_plan() {
-        let model = load_model("chain", &test_models::conv_chain(&[("w1", 4), ("w2", 2)], 3), None).unwrap();
+        let model = load_model(
+            "chain",
+            &test_models::conv_chain(&[("w1", 4), ("w2", 2)], 3),
+            None,
+        )
+        .unwrap();
         let inputs = build_inputs(&model, &InputRequest::default()).unwrap();
 
         let prepared = prepare_model(&model, &inputs).unwrap();
@@ -330,11 +431,18 @@ mod tests {
     #[test]
     fn run_reports_missing_input() {
         let model = load_model("affine", &affine_model(), None).unwrap();
-        let empty = InputSet { inputs: Vec::new(), chosen_defaults: Vec::new(), seed: 0 };
+        let empty = InputSet {
+            inputs: Vec::new(),
+            chosen_defaults: Vec::new(),
+            seed: 0,
+        };
 
         let err = run_model(&model, &empty).unwrap_err();
 
-        assert!(matches!(err, RunError::MissingInput { ref input, .. } if input == "x"), "{err}");
+        assert!(
+            matches!(err, RunError::MissingInput { ref input, .. } if input == "x"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -350,7 +458,9 @@ mod tests {
 
         let text = err.to_string();
         assert!(matches!(err, RunError::Typing { .. }), "{text}");
-        assert!(text.contains("`odd`") && text.contains("NoSuchOp") && text.contains("x: f32 [2]"), "{text}");
+        assert!(text.contains("`odd`"), "{text}");
+        assert!(text.contains("NoSuchOp"), "{text}");
+        assert!(text.contains("x: f32 [2]"), "{text}");
     }
 
     #[test]
@@ -362,7 +472,8 @@ mod tests {
         let result = bench_model(&model, &inputs, runs).unwrap();
 
         assert_eq!(result.runs, 5);
-        assert!(result.min <= result.median && result.median <= result.max, "{result}");
+        assert!(result.min <= result.median, "{result}");
+        assert!(result.median <= result.max, "{result}");
         assert!(result.max > Duration::ZERO, "{result}");
     }
 

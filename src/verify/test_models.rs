@@ -10,17 +10,23 @@ pub fn encode(message: &impl Message) -> Vec<u8> {
     message.encode_to_vec()
 }
 
-/// A fixed dimension.
+/// Returns a fixed dimension.
 pub fn fixed(size: i64) -> Dimension {
-    Dimension { value: Some(dimension::Value::DimValue(size)), ..Default::default() }
+    Dimension {
+        value: Some(dimension::Value::DimValue(size)),
+        ..Default::default()
+    }
 }
 
-/// A named, symbolic dimension.
+/// Returns a named, symbolic dimension.
 pub fn param(name: &str) -> Dimension {
-    Dimension { value: Some(dimension::Value::DimParam(name.to_string())), ..Default::default() }
+    Dimension {
+        value: Some(dimension::Value::DimParam(name.to_string())),
+        ..Default::default()
+    }
 }
 
-/// A dimension with neither a value nor a name.
+/// Returns a dimension with neither a value nor a name.
 pub fn unknown() -> Dimension {
     Dimension::default()
 }
@@ -32,44 +38,73 @@ pub struct ModelBuilder {
 
 impl ModelBuilder {
     pub fn new() -> ModelBuilder {
-        ModelBuilder { graph: pb::GraphProto { name: "test".to_string(), ..Default::default() } }
+        ModelBuilder {
+            graph: pb::GraphProto {
+                name: "test".to_string(),
+                ..Default::default()
+            },
+        }
     }
 
     pub fn input(&mut self, name: &str, data_type: DataType, dims: &[Dimension]) -> &mut Self {
-        self.graph.input.push(value_info(name, data_type as i32, Some(dims.to_vec())));
+        self.graph
+            .input
+            .push(value_info(name, data_type as i32, Some(dims.to_vec())));
         self
     }
 
     pub fn output(&mut self, name: &str) -> &mut Self {
-        self.graph.output.push(pb::ValueInfoProto { name: name.to_string(), ..Default::default() });
+        self.graph.output.push(pb::ValueInfoProto {
+            name: name.to_string(),
+            ..Default::default()
+        });
         self
     }
 
-    pub fn output_with_shape(&mut self, name: &str, data_type: DataType, dims: &[i64]) -> &mut Self {
+    pub fn output_with_shape(
+        &mut self,
+        name: &str,
+        data_type: DataType,
+        dims: &[i64],
+    ) -> &mut Self {
         let dims = dims.iter().map(|&size| fixed(size)).collect();
-        self.graph.output.push(value_info(name, data_type as i32, Some(dims)));
+        self.graph
+            .output
+            .push(value_info(name, data_type as i32, Some(dims)));
         self
     }
 
     pub fn value_info(&mut self, name: &str, dims: &[i64]) -> &mut Self {
         let dims = dims.iter().map(|&size| fixed(size)).collect();
-        self.graph.value_info.push(value_info(name, DataType::Float as i32, Some(dims)));
+        self.graph
+            .value_info
+            .push(value_info(name, DataType::Float as i32, Some(dims)));
         self
     }
 
     pub fn initializer(&mut self, name: &str, dims: &[i64], values: &[f32]) -> &mut Self {
-        self.graph.initializer.push(float_tensor(name, dims, values));
+        self.graph
+            .initializer
+            .push(float_tensor(name, dims, values));
         self
     }
 
     /// Adds an initializer that is also listed as a graph input, as older exporters do.
     pub fn initializer_as_input(&mut self, name: &str, dims: &[i64], values: &[f32]) -> &mut Self {
         let shape = dims.iter().map(|&size| fixed(size)).collect();
-        self.graph.input.push(value_info(name, DataType::Float as i32, Some(shape)));
+        self.graph
+            .input
+            .push(value_info(name, DataType::Float as i32, Some(shape)));
         self.initializer(name, dims, values)
     }
 
-    pub fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<pb::AttributeProto>) -> &mut Self {
+    pub fn node(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Vec<pb::AttributeProto>,
+    ) -> &mut Self {
         self.graph.node.push(pb::NodeProto {
             name: format!("{op_type}_{}", self.graph.node.len()),
             op_type: op_type.to_string(),
@@ -84,7 +119,10 @@ impl ModelBuilder {
     pub fn model(&self) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
             graph: Some(self.graph.clone()),
             ..Default::default()
         }
@@ -96,7 +134,10 @@ impl ModelBuilder {
 }
 
 fn value_info(name: &str, elem_type: i32, dims: Option<Vec<Dimension>>) -> pb::ValueInfoProto {
-    let tensor_type = pb::type_proto::Tensor { elem_type, shape: dims.map(|dim| pb::TensorShapeProto { dim }) };
+    let tensor_type = pb::type_proto::Tensor {
+        elem_type,
+        shape: dims.map(|dim| pb::TensorShapeProto { dim }),
+    };
     pb::ValueInfoProto {
         name: name.to_string(),
         r#type: Some(pb::TypeProto {
@@ -107,7 +148,7 @@ fn value_info(name: &str, elem_type: i32, dims: Option<Vec<Dimension>>) -> pb::V
     }
 }
 
-/// A float32 `TensorProto` with its values in `float_data`.
+/// Builds a float32 `TensorProto` with its values in `float_data`.
 pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
     pb::TensorProto {
         name: name.to_string(),
@@ -118,7 +159,7 @@ pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto
     }
 }
 
-/// An integer attribute list, such as Conv's `kernel_shape`.
+/// Builds an integer-list attribute, such as Conv's `kernel_shape`.
 pub fn ints_attribute(name: &str, values: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.to_string(),
@@ -128,26 +169,48 @@ pub fn ints_attribute(name: &str, values: &[i64]) -> pb::AttributeProto {
     }
 }
 
-/// Deterministic weights: small values that differ between elements.
+/// Returns deterministic weights: small values that differ between neighbouring elements.
 pub fn ramp(count: usize, scale: f32) -> Vec<f32> {
     (0..count).map(|i| ((i % 7) as f32 - 3.0) * scale).collect()
 }
 
-/// A chain of 1x1 Convs on input `x` of shape `[batch, in_channels, height, ?]`, ending in output `y`.
+/// Builds a chain of 1x1 Convs on input `x` of shape `[batch, in_channels, height, ?]`, ending in output `y`.
 ///
 /// Each entry of `layers` names a weight and gives its output channel count.
 pub fn conv_chain(layers: &[(&str, i64)], in_channels: i64) -> Vec<u8> {
     let mut builder = ModelBuilder::new();
-    builder.input("x", DataType::Float, &[param("batch"), fixed(in_channels), param("height"), unknown()]);
+    builder.input(
+        "x",
+        DataType::Float,
+        &[
+            param("batch"),
+            fixed(in_channels),
+            param("height"),
+            unknown(),
+        ],
+    );
 
     let mut channels = in_channels;
     let mut previous = "x".to_string();
     for (index, (weight, out_channels)) in layers.iter().enumerate() {
         let weight_count = usize::try_from(out_channels * channels).unwrap_or(0);
-        builder.initializer(weight, &[*out_channels, channels, 1, 1], &ramp(weight_count, 0.1));
+        builder.initializer(
+            weight,
+            &[*out_channels, channels, 1, 1],
+            &ramp(weight_count, 0.1),
+        );
 
-        let output = if index + 1 == layers.len() { "y".to_string() } else { format!("h{index}") };
-        builder.node("Conv", &[&previous, weight], &[&output], vec![ints_attribute("kernel_shape", &[1, 1])]);
+        let output = if index + 1 == layers.len() {
+            "y".to_string()
+        } else {
+            format!("h{index}")
+        };
+        builder.node(
+            "Conv",
+            &[&previous, weight],
+            &[&output],
+            vec![ints_attribute("kernel_shape", &[1, 1])],
+        );
         previous = output;
         channels = *out_channels;
     }
@@ -156,20 +219,27 @@ pub fn conv_chain(layers: &[(&str, i64)], in_channels: i64) -> Vec<u8> {
     builder.encode()
 }
 
-/// `y = x + bias` where `bias` (float32, `[count]`) is stored as external data in `location`.
+/// Builds `y = x + bias`, where `bias` (float32, `[count]`) is stored as external data in `location`.
 pub fn add_external_bias(location: &str, count: i64) -> Vec<u8> {
     let mut builder = ModelBuilder::new();
     builder.input("x", DataType::Float, &[fixed(count)]);
     builder.node("Add", &["x", "bias"], &["y"], vec![]);
     builder.output("y");
 
-    let entry = |key: &str, value: &str| pb::StringStringEntryProto { key: key.to_string(), value: value.to_string() };
+    let entry = |key: &str, value: &str| pb::StringStringEntryProto {
+        key: key.to_string(),
+        value: value.to_string(),
+    };
     let bias = pb::TensorProto {
         name: "bias".to_string(),
         dims: vec![count],
         data_type: DataType::Float as i32,
         data_location: Some(pb::tensor_proto::DataLocation::External as i32),
-        external_data: vec![entry("location", location), entry("offset", "0"), entry("length", &(count * 4).to_string())],
+        external_data: vec![
+            entry("location", location),
+            entry("offset", "0"),
+            entry("length", &(count * 4).to_string()),
+        ],
         ..Default::default()
     };
 

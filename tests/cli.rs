@@ -1,0 +1,257 @@
+//! The onnx-fold command end to end: exit codes, summary, report, written files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+fn onnx_fold(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnx-fold")).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn temp_out(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+#[test]
+fn seed_example_folds_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "seed_folded.onnx");
+    let report = temp_out(&dir, "report.json");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("seed")),
+        path_str(&out),
+        "--report",
+        path_str(&report),
+    ]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("chain conv_a -> conv_b -> conv_c (512->2048->512->256, f32) in main: folded"), "{stdout}");
+    assert!(stdout.contains("Conv nodes: 3 -> 1"), "{stdout}");
+    assert!(stdout.contains("MACs per output position in chains: 2228224 -> 131072"), "{stdout}");
+    assert!(stdout.contains("verification with tract passed"), "{stdout}");
+    assert!(stdout.contains("PASS y f32 [1, 256, 1024]"), "{stdout}");
+    let folded = onnx_fold::model::load(&out).unwrap();
+    assert_eq!(convs(graph(&folded.proto)).len(), 1);
+
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["written"], true);
+    assert_eq!(json["fold"]["chains"][0]["decision"], "folded");
+    assert_eq!(json["fold"]["chains"][0]["nodes"], serde_json::json!(["conv_a", "conv_b", "conv_c"]));
+    assert_eq!(json["fold"]["chains"][0]["segments"][0]["check"]["passed"], true);
+    assert_eq!(json["verification"]["status"], "passed");
+    assert_eq!(json["verification"]["comparison"]["outputs"][0]["name"], "y");
+}
+
+#[test]
+fn nothing_to_fold_writes_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[path_str(&fixture("nothing_to_fold")), path_str(&out)]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(fixture("nothing_to_fold")).unwrap());
+    assert!(text(&output.stdout).contains("verification: skipped, nothing was folded"));
+}
+
+#[test]
+fn wrong_fold_exits_3_without_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let report = temp_out(&dir, "report.json");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("chain1d_bias_all")),
+        path_str(&out),
+        "--no-fold-check",
+        "--inject-bias-fault",
+        "--report",
+        path_str(&report),
+    ]);
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("outputs differ from the original's, so it was not written"), "{stderr}");
+    assert!(stderr.contains("FAIL y f32"), "{stderr}");
+    assert!(!out.exists());
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["written"], false);
+    assert_eq!(json["verification"]["status"], "failed");
+}
+
+#[test]
+fn wrong_fold_rejected_by_per_fold_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--inject-bias-fault"]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("per-fold check of conv_a + conv_b failed"), "{stdout}");
+    assert!(stdout.contains("Conv nodes: 2 -> 2"), "{stdout}");
+}
+
+#[test]
+fn dry_run_writes_report_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let report = temp_out(&dir, "report.json");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("two_segments")),
+        path_str(&out),
+        "--dry-run",
+        "--report",
+        path_str(&report),
+    ]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(!out.exists());
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["written"], false);
+    assert_eq!(json["fold"]["chains"][0]["decision"], "partly_folded");
+}
+
+#[test]
+fn in_place_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = temp_out(&dir, "m.onnx");
+    std::fs::copy(fixture("chain2d_bias_some"), &model).unwrap();
+
+    let output = onnx_fold(&[path_str(&model), path_str(&model)]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let folded = onnx_fold::model::load(&model).unwrap();
+    assert_eq!(convs(graph(&folded.proto)).len(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn backend_test_inputs_compared_with_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("symbolic_batch")),
+        path_str(&out),
+        "--inputs",
+        path_str(&repo_path("fixtures/symbolic_batch")),
+    ]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("inputs images [2, 3, 16, 16] (given)"), "{stdout}");
+    assert!(stdout.contains("original model against the expected outputs:"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn symbolic_dims_from_input_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("symbolic_batch")),
+        path_str(&out),
+        "--input-shape",
+        "images=3,3,16,16",
+    ]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("inputs images [3, 3, 16, 16] (random)"), "{stdout}");
+}
+
+#[test]
+fn unverifiable_model_warns_or_fails_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let required_out = temp_out(&dir, "required.onnx");
+
+    let auto = onnx_fold(&[path_str(&fixture("bf16")), path_str(&out)]);
+    let required = onnx_fold(&[path_str(&fixture("bf16")), path_str(&required_out), "--verify", "require"]);
+
+    assert_eq!(auto.status.code(), Some(0));
+    assert!(text(&auto.stdout).contains("NOT VERIFIED"));
+    assert!(text(&auto.stderr).contains("was not verified"));
+    assert!(out.exists());
+    assert_eq!(required.status.code(), Some(3));
+    assert!(text(&required.stderr).contains("verification is required"));
+    assert!(!required_out.exists());
+}
+
+#[test]
+fn compare_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let folded = temp_out(&dir, "folded.onnx");
+    let faulty = temp_out(&dir, "faulty.onnx");
+    let original = fixture("chain1d_bias_all");
+    assert_eq!(onnx_fold(&[path_str(&original), path_str(&folded)]).status.code(), Some(0));
+    let options = onnx_fold::fold::FoldOptions {
+        check_folds: false,
+        fault: Some(onnx_fold::fold::Fault::BiasInWrongOrder),
+        ..Default::default()
+    };
+    let wrong = fold_file_with(&original, &options);
+    std::fs::write(&faulty, onnx_fold::model::encode(&wrong.proto)).unwrap();
+
+    let same = onnx_fold(&["compare", path_str(&original), path_str(&folded)]);
+    let different = onnx_fold(&["compare", path_str(&original), path_str(&faulty)]);
+    let missing = onnx_fold(&["compare", path_str(&original), "/nonexistent.onnx"]);
+
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    assert_eq!(different.status.code(), Some(3));
+    assert!(text(&different.stderr).contains("differ"), "{}", text(&different.stderr));
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let output = onnx_fold(&["only-one-argument.onnx"]);
+
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn quiet_prints_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&["-q", path_str(&fixture("chain1d_bias_all")), path_str(&out)]);
+
+    assert_eq!(output.status.code(), Some(0));
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(out.exists());
+}
+
+#[test]
+fn external_data_linked_next_to_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[path_str(&fixture("external_data")), path_str(&out), "--policy", "always"]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let folded = onnx_fold::model::load(&out).unwrap();
+    let still_external = onnx_fold::external::locations(&folded.proto);
+    for location in &still_external {
+        assert!(dir.path().join(location).is_file(), "{location} is not next to the output");
+    }
+}
