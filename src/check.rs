@@ -52,13 +52,18 @@ pub fn check_fold(candidate: &FoldCandidate) -> FoldCheck {
         Ok(verification) => FoldCheck {
             passed: verification.passed(),
             detail: verification.comparison.to_string(),
+            comparison: Some(verification.comparison),
         },
         Err(error) => failed(format!("tract could not run the check: {error}")),
     }
 }
 
 fn failed(detail: String) -> FoldCheck {
-    FoldCheck { passed: false, detail }
+    FoldCheck {
+        passed: false,
+        detail,
+        comparison: None,
+    }
 }
 
 /// `[1, C_in, s...]` with `s = dilation · (k - 1) + 1 + 2 · stride` per axis,

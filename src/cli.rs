@@ -122,7 +122,7 @@ pub struct InputArgs {
     /// tensor name the inputs. Repeatable. Inputs not given get seeded random
     /// values: floats uniform in [-1, 1], integers 0..4, booleans true.
     #[arg(long = "input", value_name = "NAME=FILE")]
-    pub input: Vec<InputArg>,
+    pub input_tensors: Vec<InputArg>,
 
     /// A directory in the ONNX backend test layout (test_data_set_N/input_K.pb,
     /// and output_K.pb, which the original model's outputs are also compared with).

@@ -177,7 +177,7 @@ fn not_verified(error: VerifyError) -> VerificationStatus {
 
 /// Reads the user's input files against the original model's inputs.
 fn verify_options(model: &verify::LoadedModel, args: &InputArgs) -> Result<VerifyOptions, Failure> {
-    let mut input_args = args.input.clone();
+    let mut input_args = args.input_tensors.clone();
     if let Some(dir) = &args.inputs_dir {
         input_args.push(verify::InputArg::Unnamed { path: dir.clone() });
     }

@@ -26,9 +26,26 @@ pub struct Model {
     /// The file's bytes as read, written back unchanged when nothing was folded.
     pub original: Bytes,
     pub path: PathBuf,
+    /// Whether `proto` was changed since it was read.
+    pub changed: bool,
 }
 
 impl Model {
+    /// The encoded model: the original bytes when nothing changed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        if self.changed {
+            encode(&self.proto)
+        } else {
+            self.original.to_vec()
+        }
+    }
+
+    /// Writes the model to `out` atomically, with its external data files
+    /// reachable from `out`'s directory.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        save(&self.to_bytes(), &self.proto, &self.dir(), out)
+    }
+
     /// The directory that external data locations are relative to.
     pub fn dir(&self) -> PathBuf {
         model_dir(&self.path)
@@ -80,6 +97,7 @@ pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
         proto,
         original: bytes,
         path: path.to_path_buf(),
+        changed: false,
     })
 }
 

@@ -99,6 +99,8 @@ pub struct SegmentReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct FoldCheck {
     pub passed: bool,
-    /// Worst element difference and what it was compared against.
+    /// One line: the worst element and the tolerance, or why the check could not run.
     pub detail: String,
+    /// The comparison of the fused Conv (actual) with the chain (expected), when both ran.
+    pub comparison: Option<crate::verify::ComparisonReport>,
 }

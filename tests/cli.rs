@@ -255,3 +255,64 @@ fn external_data_linked_next_to_output() {
         assert!(dir.path().join(location).is_file(), "{location} is not next to the output");
     }
 }
+
+#[test]
+fn bench_prints_both_medians() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let report = temp_out(&dir, "report.json");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("chain1d_bias_all")),
+        path_str(&out),
+        "--bench",
+        "3",
+        "--report",
+        path_str(&report),
+    ]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("benchmark: original: median"), "{stdout}");
+    assert!(stdout.contains("benchmark: folded: median"), "{stdout}");
+    assert!(stdout.contains("x the speed of the original"), "{stdout}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["bench"][0]["runs"], 3);
+    assert!(json["bench"][1]["median"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn tensor_proto_input_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let input = repo_path("fixtures/chain1d_bias_all/test_data_set_0/input_0.pb");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("chain1d_bias_all")),
+        path_str(&out),
+        "--input",
+        &format!("x={}", input.display()),
+    ]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("inputs x [1, 8, 10] (given)"), "{stdout}");
+}
+
+#[test]
+fn unknown_input_name_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let output = onnx_fold(&[
+        path_str(&fixture("chain1d_bias_all")),
+        path_str(&out),
+        "--input-shape",
+        "images=1,8,10",
+    ]);
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no such input"), "{stderr}");
+    assert!(!out.exists());
+}
