@@ -41,7 +41,7 @@ fn chain_variants_match_onnxruntime() {
         ("constant_weights", 2, 1),
         ("two_segments", 4, 2),
         ("symbolic_batch", 3, 1),
-        ("external_data", 2, 1),
+        ("external_data", 3, 2),
         ("shared_weight", 6, 4),
         ("numeric_names", 4, 2),
         ("grouped_first", 4, 3),
@@ -321,4 +321,41 @@ fn wrong_bias_order_caught_by_onnxruntime_outputs() {
     let result = std::panic::catch_unwind(|| assert_matches_expected(&folded.proto, "chain1d_bias_all", None));
 
     assert!(result.is_err(), "the wrong bias went unnoticed");
+}
+
+/// tract has no bfloat16, so the folded bfloat16 Conv is evaluated here as a
+/// matrix product over channels, and compared with onnxruntime's output of
+/// the float32 equivalent of the original model.
+#[test]
+fn bfloat16_matches_onnxruntime_float32() {
+    use onnx_fold::external::ExternalData;
+    use onnx_fold::onnx::TensorProto;
+    use onnx_fold::tensor::decode;
+    use prost::Message;
+
+    let folded = fold_file(&fixture("bf16"), Policy::Cheaper);
+    let read_pb = |file: &str| {
+        let bytes = std::fs::read(repo_path(&format!("fixtures/bf16/test_data_set_0/{file}"))).unwrap();
+        decode(&TensorProto::decode(bytes.as_slice()).unwrap(), &ExternalData::none()).unwrap()
+    };
+    let (x, expected) = (read_pb("input_0.pb"), read_pb("output_0.pb"));
+    let graph = graph(&folded.proto);
+    let weight = decode(&graph.initializer[0], &ExternalData::none()).unwrap();
+    let bias = decode(&graph.initializer[1], &ExternalData::none()).unwrap();
+
+    let (c_out, c_in) = (weight.dims[0], weight.dims[1]);
+    let positions: usize = x.dims[2..].iter().product();
+    let magnitude = expected.values.iter().fold(0.0f64, |max, value| max.max(value.abs()));
+    let mut worst: f64 = 0.0;
+    for o in 0..c_out {
+        for p in 0..positions {
+            let sum: f64 = (0..c_in).map(|i| weight.values[o * c_in + i] * x.values[i * positions + p]).sum();
+            let actual = sum + bias.values[o];
+            worst = worst.max((actual - expected.values[o * positions + p]).abs());
+        }
+    }
+
+    assert_eq!(expected.dims, [1, c_out, 4, 4]);
+    assert!(magnitude > 0.1, "degenerate expected output");
+    assert!(worst <= 3e-2 * magnitude, "worst error {worst} against magnitude {magnitude}");
 }

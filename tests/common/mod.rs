@@ -70,9 +70,19 @@ pub fn convs(graph: &GraphProto) -> Vec<&NodeProto> {
 /// Runs `model` in tract on each test data set of a fixture and compares its
 /// outputs with onnxruntime's expected outputs. Returns the worst relative error.
 pub fn assert_matches_expected(model: &ModelProto, fixture_name: &str, tolerance: Option<Tolerance>) -> f64 {
+    let fixture_dir = repo_path(&format!("fixtures/{fixture_name}"));
+    compare_with_expected(model, fixture_name, &fixture_dir, tolerance)
+}
+
+/// Like [`assert_matches_expected`], for a model whose external data is in `model_dir`.
+pub fn assert_matches_expected_at(model: &ModelProto, fixture_name: &str, model_dir: &Path) -> f64 {
+    compare_with_expected(model, fixture_name, model_dir, None)
+}
+
+fn compare_with_expected(model: &ModelProto, fixture_name: &str, model_dir: &Path, tolerance: Option<Tolerance>) -> f64 {
     let bytes = model::encode(model);
     let fixture_dir = repo_path(&format!("fixtures/{fixture_name}"));
-    let loaded = verify::load_model(fixture_name, &bytes, Some(&fixture_dir)).unwrap();
+    let loaded = verify::load_model(fixture_name, &bytes, Some(model_dir)).unwrap();
     let input_names: Vec<String> = loaded.input_specs().iter().map(|spec| spec.name.clone()).collect();
     let mut worst: f64 = 0.0;
 
