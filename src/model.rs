@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use log::{debug, info};
+use log::info;
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -267,9 +267,8 @@ fn sync_dir(dir: &Path) {
 
 /// Makes every external data file of the model available next to the output.
 ///
-/// In the source directory nothing is needed. Elsewhere each file is
-/// hard-linked (or copied when linking fails); an existing file with other
-/// content is an error rather than overwritten.
+/// In the source directory nothing is needed. Elsewhere each file is copied;
+/// an existing file with other content is an error rather than overwritten.
 fn link_external_data(proto: &ModelProto, source_dir: &Path, out_dir: &Path) -> Result<()> {
     let locations = external::locations(proto);
     if locations.is_empty() {
@@ -314,24 +313,72 @@ fn provide_data_file(source: &Path, target: &Path) -> Result<()> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(|error| Error::io("cannot create", parent, error))?;
     }
-    if fs::hard_link(source, target).is_ok() {
-        debug!("linked external data {} -> {}", source.display(), target.display());
-        return Ok(());
-    }
-    let data = fs::read(source).map_err(|error| Error::io("cannot read external data", source, error))?;
-    write_atomically(&data, target)?;
+    copy_atomically(source, target)?;
     info!("copied external data {} -> {}", source.display(), target.display());
     Ok(())
 }
 
+/// Streams `source` into a temporary file next to `target`, then renames it.
+///
+/// A copy, not a hard link: onnx's checker (1.23) rejects an external data
+/// file with several hard links as a possible hardlink attack.
+fn copy_atomically(source: &Path, target: &Path) -> Result<()> {
+    let dir = model_dir(target);
+    let mut reader = fs::File::open(source).map_err(|error| Error::io("cannot read external data", source, error))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".onnx-fold-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|error| Error::io("cannot create a temporary file in", &dir, error))?;
+
+    std::io::copy(&mut reader, file.as_file_mut())
+        .and_then(|_| file.as_file().sync_all())
+        .map_err(|error| Error::io("cannot write", file.path(), error))?;
+    set_permissions(&file, target)?;
+    file.persist(target)
+        .map_err(|error| Error::io("cannot rename the temporary file to", target, error.error))?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Compares two files in chunks, so that multi-gigabyte data files are not read whole.
 fn same_content(a: &Path, b: &Path) -> Result<bool> {
     if let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) {
         if a == b {
             return Ok(true);
         }
     }
-    let read = |path: &Path| fs::read(path).map_err(|error| Error::io("cannot read external data", path, error));
-    Ok(read(a)? == read(b)?)
+    let open = |path: &Path| fs::File::open(path).map_err(|error| Error::io("cannot read external data", path, error));
+    let (mut file_a, mut file_b) = (open(a)?, open(b)?);
+    let length = |file: &fs::File, path: &Path| file.metadata().map(|m| m.len()).map_err(|error| Error::io("cannot read", path, error));
+    if length(&file_a, a)? != length(&file_b, b)? {
+        return Ok(false);
+    }
+
+    let (mut chunk_a, mut chunk_b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let read_a = read_full(&mut file_a, &mut chunk_a).map_err(|error| Error::io("cannot read", a, error))?;
+        let read_b = read_full(&mut file_b, &mut chunk_b).map_err(|error| Error::io("cannot read", b, error))?;
+        if read_a != read_b || chunk_a[..read_a] != chunk_b[..read_b] {
+            return Ok(false);
+        }
+        if read_a == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buffer` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled)
 }
 
 fn invalid(path: &Path, reason: String) -> Error {

@@ -242,7 +242,7 @@ fn quiet_prints_nothing() {
 }
 
 #[test]
-fn external_data_linked_next_to_output() {
+fn external_data_copied_next_to_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = temp_out(&dir, "out.onnx");
 
@@ -252,8 +252,8 @@ fn external_data_linked_next_to_output() {
     let folded = onnx_fold::model::load(&out).unwrap();
     let still_external = onnx_fold::external::locations(&folded.proto);
     assert_eq!(still_external.into_iter().collect::<Vec<_>>(), ["weights.bin"], "conv_c's weights stay external");
-    let linked = std::fs::read(dir.path().join("weights.bin")).unwrap();
-    assert_eq!(linked, std::fs::read(repo_path("fixtures/external_data/weights.bin")).unwrap());
+    let copied = std::fs::read(dir.path().join("weights.bin")).unwrap();
+    assert_eq!(copied, std::fs::read(repo_path("fixtures/external_data/weights.bin")).unwrap());
     assert_matches_expected_at(&folded.proto, "external_data", dir.path());
 }
 
@@ -315,5 +315,34 @@ fn unknown_input_name_exits_1() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no such input"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn compare_runs_bool_if_condition() {
+    let model = fixture("subgraph_reads");
+    let data = repo_path("fixtures/subgraph_reads");
+
+    let output = onnx_fold(&["compare", path_str(&model), path_str(&model), "--inputs", path_str(&data)]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("cond [] (given)"), "{stdout}");
+    assert!(stdout.contains("PASS z f32 [1, 16, 6]"), "{stdout}");
+}
+
+#[test]
+fn different_data_file_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let other_data = temp_out(&dir, "weights.bin");
+    std::fs::write(&other_data, b"someone else's weights").unwrap();
+
+    let output = onnx_fold(&[path_str(&fixture("external_data")), path_str(&out)]);
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a different file is already there"), "{stderr}");
+    assert_eq!(std::fs::read(&other_data).unwrap(), b"someone else's weights");
     assert!(!out.exists());
 }

@@ -359,3 +359,15 @@ fn bfloat16_matches_onnxruntime_float32() {
     assert!(magnitude > 0.1, "degenerate expected output");
     assert!(worst <= 3e-2 * magnitude, "worst error {worst} against magnitude {magnitude}");
 }
+
+#[test]
+fn removed_intermediates_leave_value_info() {
+    let folded = fold_file(&fixture("symbolic_batch"), Policy::Cheaper);
+
+    let before: Vec<&str> = graph(&folded.original.proto).value_info.iter().map(|value| value.name()).collect();
+    let after: Vec<&str> = graph(&folded.proto).value_info.iter().map(|value| value.name()).collect();
+
+    assert!(before.contains(&"stem_out"));
+    assert!(before.contains(&"pointwise_a_out"));
+    assert_eq!(after, ["pointwise_b_out", "head_reshaped"]);
+}
