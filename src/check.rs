@@ -27,7 +27,10 @@ pub fn check_fold(candidate: &FoldCandidate) -> FoldCheck {
     let Some((first_node, first_weight, _)) = candidate.originals.first() else {
         return failed("the fold has no original Convs".to_string());
     };
-    let input_dims = input_dims(first_node, first_weight);
+    let input_dims = match input_dims(first_node, first_weight) {
+        Ok(dims) => dims,
+        Err(reason) => return failed(format!("the check did not run: {reason}")),
+    };
     let is_bf16 = first_weight.elem == FloatType::BF16;
     let run_type = if is_bf16 { FloatType::F32 } else { first_weight.elem };
 
@@ -66,9 +69,15 @@ fn failed(detail: String) -> FoldCheck {
     }
 }
 
+/// Largest input of a per-fold check, in elements (64 MiB of float32). A
+/// first Conv with strides or dilations that need more is not checked, so
+/// its chain is left unfolded.
+const MAX_CHECK_INPUT_ELEMENTS: i64 = 1 << 24;
+
 /// `[1, C_in, s...]` with `s = dilation · (k - 1) + 1 + 2 · stride` per axis,
-/// so every axis has at least three output positions.
-fn input_dims(first: &NodeProto, weight: &Weights) -> Vec<i64> {
+/// so every axis has at least three output positions. Returns a reason when
+/// that input has more than [`MAX_CHECK_INPUT_ELEMENTS`] elements.
+fn input_dims(first: &NodeProto, weight: &Weights) -> Result<Vec<i64>, String> {
     let ints = |name: &str| -> Vec<i64> {
         first
             .attribute
@@ -84,14 +93,32 @@ fn input_dims(first: &NodeProto, weight: &Weights) -> Vec<i64> {
         .find(|attribute| attribute.name() == "group")
         .and_then(|attribute| attribute.i)
         .unwrap_or(1);
+    let too_large = || {
+        format!(
+            "its input for kernel {:?}, strides {strides:?} and dilations {dilations:?} would have more than {MAX_CHECK_INPUT_ELEMENTS} elements",
+            &weight.dims[2..]
+        )
+    };
 
-    let mut dims = vec![1, weight.dims[1] as i64 * group];
+    let channels = i64::try_from(weight.dims[1]).ok().and_then(|c_in| c_in.checked_mul(group));
+    let mut dims = vec![1, channels.ok_or_else(too_large)?];
+    let mut elements = dims[1];
     for (axis, &kernel) in weight.dims[2..].iter().enumerate() {
         let stride = strides.get(axis).copied().unwrap_or(1).max(1);
         let dilation = dilations.get(axis).copied().unwrap_or(1).max(1);
-        dims.push(dilation * (kernel as i64 - 1) + 1 + 2 * stride);
+        let size = i64::try_from(kernel)
+            .ok()
+            .and_then(|kernel| dilation.checked_mul(kernel - 1))
+            .and_then(|extent| extent.checked_add(1))
+            .and_then(|extent| stride.checked_mul(2).and_then(|margin| extent.checked_add(margin)))
+            .ok_or_else(too_large)?;
+        elements = elements.checked_mul(size).ok_or_else(too_large)?;
+        dims.push(size);
     }
-    dims
+    if elements > MAX_CHECK_INPUT_ELEMENTS {
+        return Err(too_large());
+    }
+    Ok(dims)
 }
 
 fn chain_model(candidate: &FoldCandidate, input_dims: &[i64], run_type: FloatType) -> Vec<u8> {

@@ -64,7 +64,7 @@ pub struct FoldArgs {
 
     /// Behaviour when tract cannot load or run the whole model: `auto` warns
     /// and writes OUT unverified, `require` fails with exit code 3.
-    #[arg(long, value_enum, default_value_t = VerifyMode::Auto)]
+    #[arg(long, value_enum, default_value_t = VerifyMode::Auto, conflicts_with = "no_verify")]
     pub verify: VerifyMode,
 
     /// Write a JSON report of every chain, decision and check to this file.
@@ -78,7 +78,7 @@ pub struct FoldArgs {
 
     /// After verifying, run the original and folded models N times each after
     /// a warm-up run and print their median latencies.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "no_verify")]
     pub bench: Option<std::num::NonZeroUsize>,
 
     #[command(flatten)]
@@ -115,7 +115,7 @@ pub struct CompareArgs {
 }
 
 /// Inputs of a tract run and the tolerance of the comparison.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct InputArgs {
     /// An input tensor: NAME=FILE with FILE a .npy, a .npz or an ONNX
     /// TensorProto .pb file, or a bare .npz or .pb file whose arrays or
@@ -137,15 +137,30 @@ pub struct InputArgs {
 
     /// Relative tolerance, a fraction of the largest magnitude of each output.
     /// Default by element type: 1e-4 for float32, 1e-2 for float16, 1e-9 for float64.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     pub rtol: Option<f64>,
 
     /// Absolute tolerance. Default by element type: 1e-6 for float32, 1e-3 for
     /// float16, 1e-12 for float64.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     pub atol: Option<f64>,
+
+    /// Time limit in seconds for running both models in tract; past it the
+    /// run counts as not verified (see --verify). 0 means no limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub verify_timeout: u64,
 
     /// Seed of the random input values.
     #[arg(long, default_value_t = onnx_fold::verify::DEFAULT_SEED)]
     pub seed: u64,
+}
+
+/// Parses a tolerance: a finite number, zero or more. NaN would make every
+/// comparison pass.
+fn parse_tolerance(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text} is not a finite number of zero or more"));
+    }
+    Ok(value)
 }

@@ -1,6 +1,8 @@
 //! The fold and compare commands: load, fold, verify, report, save.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use onnx_fold::fold::FoldOptions;
 use onnx_fold::model::{self, Model};
@@ -21,6 +23,8 @@ pub enum Failure {
     Invalid(String),
     /// The outputs differ, or verification was required and could not run: exit code 3.
     Verification(String),
+    /// Arguments that clap accepts but that contradict each other: exit code 2.
+    Usage(String),
 }
 
 impl From<onnx_fold::Error> for Failure {
@@ -38,7 +42,7 @@ pub enum VerificationStatus {
     /// Both models ran and their outputs differ.
     Failed(Verification),
     /// tract could not load or run a model.
-    NotVerified { reason: String, error: VerifyError },
+    NotVerified { reason: String, error: Option<VerifyError> },
     /// Verification did not run.
     Skipped { reason: String },
 }
@@ -63,6 +67,9 @@ pub fn fold(args: &FoldArgs, quiet: bool) -> Result<(), Failure> {
     if !args.dry_run {
         model::check_output_path(output)?;
     }
+    if let Some(report) = &args.report {
+        check_report_path(report, &[input, output])?;
+    }
 
     let mut model = model::load(input)?;
     let options = FoldOptions {
@@ -71,8 +78,11 @@ pub fn fold(args: &FoldArgs, quiet: bool) -> Result<(), Failure> {
         fault: args.inject_bias_fault.then_some(onnx_fold::fold::Fault::BiasInWrongOrder),
     };
     let external = model.external_data();
-    let report = fold_model(&mut model.proto, &external, &options)?;
-    let bytes = if report.changed() { model::encode(&model.proto) } else { model.original.to_vec() };
+    // Errors of the pass name a node or tensor but not the file, which a
+    // pipeline that folds many models needs.
+    let report = fold_model(&mut model.proto, &external, &options)
+        .map_err(|error| Failure::Invalid(format!("cannot fold {}: {error}; nothing was written", input.display())))?;
+    let bytes = if report.changed() { Bytes::from(model::encode(&model.proto)) } else { model.original.clone() };
 
     let status = verify_fold(args, &model, &bytes, &report)?;
     let bench = match (&status, args.bench) {
@@ -103,15 +113,25 @@ pub fn fold(args: &FoldArgs, quiet: bool) -> Result<(), Failure> {
     if written && !quiet {
         println!("wrote {}", output.display());
     }
+    if args.dry_run && !quiet {
+        println!("dry run: {} was not written", output.display());
+    }
     verdict
 }
 
 fn verdict(status: &VerificationStatus, mode: VerifyMode) -> Result<(), Failure> {
     match status {
-        VerificationStatus::Failed(verification) => Err(Failure::Verification(format!(
+        VerificationStatus::Failed(verification) if !verification.comparison.passed => Err(Failure::Verification(format!(
             "the folded model's outputs differ from the original's, so it was not written:\n{}",
             verification.comparison
         ))),
+        VerificationStatus::Failed(verification) => {
+            let reference = verification.reference.as_ref().map(ToString::to_string).unwrap_or_default();
+            Err(Failure::Verification(format!(
+                "the original model's outputs differ from the expected outputs given with --inputs, so nothing was \
+                 written; check that those files belong to this model:\n{reference}"
+            )))
+        }
         VerificationStatus::NotVerified { reason, .. } if mode == VerifyMode::Require => Err(Failure::Verification(format!(
             "verification is required but tract could not run the model, so it was not written: {reason}"
         ))),
@@ -119,7 +139,7 @@ fn verdict(status: &VerificationStatus, mode: VerifyMode) -> Result<(), Failure>
     }
 }
 
-fn verify_fold(args: &FoldArgs, model: &Model, folded: &[u8], report: &FoldReport) -> Result<VerificationStatus, Failure> {
+fn verify_fold(args: &FoldArgs, model: &Model, folded: &Bytes, report: &FoldReport) -> Result<VerificationStatus, Failure> {
     if args.no_verify {
         return Ok(VerificationStatus::Skipped {
             reason: "--no-verify was given".to_string(),
@@ -131,18 +151,69 @@ fn verify_fold(args: &FoldArgs, model: &Model, folded: &[u8], report: &FoldRepor
         });
     }
 
-    let dir = model.dir();
-    let original = ModelSource {
-        label: "original",
-        bytes: &model.original,
-        model_dir: Some(&dir),
+    let original = OwnedSource {
+        label: "original".to_string(),
+        bytes: model.original.clone(),
+        dir: model.dir(),
     };
-    let folded = ModelSource {
-        label: "folded",
-        bytes: folded,
-        model_dir: Some(&dir),
+    let folded = OwnedSource {
+        label: "folded".to_string(),
+        bytes: folded.clone(),
+        dir: model.dir(),
     };
-    run_verification(&original, &folded, &args.inputs)
+    run_with_timeout(original, folded, &args.inputs)
+}
+
+/// An encoded model that a verification thread can own.
+struct OwnedSource {
+    label: String,
+    bytes: Bytes,
+    dir: PathBuf,
+}
+
+impl OwnedSource {
+    fn source(&self) -> ModelSource<'_> {
+        ModelSource {
+            label: &self.label,
+            bytes: &self.bytes,
+            model_dir: Some(&self.dir),
+        }
+    }
+}
+
+/// Runs [`run_verification`] on a thread and stops waiting after
+/// `--verify-timeout` seconds: tract's optimizer can loop forever on some
+/// graphs (seen with a Scan body), and a pipeline must not hang. The thread is
+/// left behind and ends with the process.
+fn run_with_timeout(original: OwnedSource, other: OwnedSource, args: &InputArgs) -> Result<VerificationStatus, Failure> {
+    let seconds = args.verify_timeout;
+    let args = args.clone();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new().name("verify".to_string()).spawn(move || {
+        let _ = sender.send(run_verification(&original.source(), &other.source(), &args));
+    });
+    if let Err(error) = worker {
+        return Err(Failure::Invalid(format!("cannot start the verification thread: {error}")));
+    }
+
+    let received = match seconds {
+        0 => receiver.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        _ => receiver.recv_timeout(std::time::Duration::from_secs(seconds)),
+    };
+    match received {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(not_verified_because(format!(
+            "tract did not finish within {seconds} s; raise --verify-timeout, or use --no-verify and rely on the per-fold checks"
+        ))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Ok(not_verified_because("the verification thread stopped without a result".to_string()))
+        }
+    }
+}
+
+fn not_verified_because(reason: String) -> VerificationStatus {
+    log::warn!("the model was not verified: {reason}");
+    VerificationStatus::NotVerified { reason, error: None }
 }
 
 /// Runs both models on the same inputs; tract's failures become `NotVerified`,
@@ -168,10 +239,15 @@ fn run_verification(original: &ModelSource, other: &ModelSource, args: &InputArg
 }
 
 fn not_verified(error: VerifyError) -> VerificationStatus {
-    log::warn!("the model was not verified: {error}");
+    let mut reason = error.to_string();
+    if error.stage() == "run" {
+        // Symbolic dims get small defaults, which some models cannot run with.
+        reason.push_str("; if the model needs real input sizes, give them with --input-shape NAME=d0,d1,... or --input");
+    }
+    log::warn!("the model was not verified: {reason}");
     VerificationStatus::NotVerified {
-        reason: error.to_string(),
-        error,
+        reason,
+        error: Some(error),
     }
 }
 
@@ -219,24 +295,25 @@ fn bench_pair(model: &Model, folded: &[u8], args: &InputArgs, runs: std::num::No
 
 /// Compares two models on the same inputs.
 pub fn compare(args: &CompareArgs, quiet: bool) -> Result<(), Failure> {
-    let read = |path: &Path| model::load(path);
-    let expected = read(&args.expected)?;
-    let actual = read(&args.actual)?;
-    let (expected_dir, actual_dir) = (expected.dir(), actual.dir());
+    if let Some(report) = &args.report {
+        check_report_path(report, &[&args.expected, &args.actual])?;
+    }
+    let expected = model::load(&args.expected)?;
+    let actual = model::load(&args.actual)?;
     let expected_label = args.expected.display().to_string();
     let actual_label = args.actual.display().to_string();
-    let expected_source = ModelSource {
-        label: &expected_label,
-        bytes: &expected.original,
-        model_dir: Some(&expected_dir),
+    let expected_source = OwnedSource {
+        label: expected_label.clone(),
+        bytes: expected.original.clone(),
+        dir: expected.dir(),
     };
-    let actual_source = ModelSource {
-        label: &actual_label,
-        bytes: &actual.original,
-        model_dir: Some(&actual_dir),
+    let actual_source = OwnedSource {
+        label: actual_label.clone(),
+        bytes: actual.original.clone(),
+        dir: actual.dir(),
     };
 
-    let status = run_verification(&expected_source, &actual_source, &args.inputs)?;
+    let status = run_with_timeout(expected_source, actual_source, &args.inputs)?;
     if !quiet {
         summary::print_verification(&status);
     }
@@ -253,6 +330,19 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<(), Failure> {
             Err(Failure::Verification(format!("the models could not be compared: {reason}")))
         }
     }
+}
+
+/// Rejects a report path that would overwrite one of the models, and one that
+/// cannot be written, before any work is done.
+fn check_report_path(report: &Path, models: &[&Path]) -> Result<(), Failure> {
+    if let Some(model) = models.iter().find(|model| model::same_file(report, model)) {
+        return Err(Failure::Usage(format!(
+            "--report {} is the model file {}; give the report its own path",
+            report.display(),
+            model.display()
+        )));
+    }
+    model::check_output_path(report).map_err(|error| Failure::Invalid(format!("--report: {error}")))
 }
 
 fn write_json(path: &Path, document: &impl Serialize) -> Result<(), Failure> {

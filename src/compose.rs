@@ -32,26 +32,48 @@ pub struct Composed {
     pub bias: Option<Weights>,
 }
 
+/// Largest fused weight a fold may create, in bytes of its element type:
+/// onnx-fold stores it inline, and a protobuf message, so an ONNX model with
+/// inline weights, cannot exceed 2 GiB.
+pub const MAX_FUSED_WEIGHT_BYTES: usize = (1 << 31) - 1;
+
+/// Elements of one block of intermediate columns, 32 MiB of `f64`.
+const BLOCK_ELEMENTS: usize = 1 << 22;
+
 /// Composes a chain of Convs into the weight and bias of one Conv.
 ///
-/// Returns a reason when the shapes do not chain (a malformed model).
+/// The columns of the first (dense) weight are pushed through the chain a
+/// block at a time, so memory has room for the fused weight and one block,
+/// never for a full intermediate product. After a wide middle Conv, that
+/// product `[C_k, C_in · Π k]` can be far larger than the chain's weights and
+/// the result together.
+///
+/// Returns a reason when the shapes do not chain (a malformed model) or the
+/// fused weight would exceed [`MAX_FUSED_WEIGHT_BYTES`]. Both are checked
+/// before anything is allocated.
 pub fn compose(chain: &[ConvWeights]) -> Result<Composed, String> {
+    compose_in_blocks(chain, BLOCK_ELEMENTS)
+}
+
+fn compose_in_blocks(chain: &[ConvWeights], block_elements: usize) -> Result<Composed, String> {
     let (first, rest) = chain.split_first().ok_or("the chain is empty")?;
     let elem = first.weight.elem;
-    let mut weight = dense_weight(first.weight, first.group)?;
-    let mut bias = bias_or_zero(first, weight.dims[0])?;
-
+    let (first_out, first_in, columns) = dense_shape(first.weight, first.group)?;
+    let mut shapes = Vec::with_capacity(rest.len());
+    let mut channels = first_out;
     for next in rest {
         let (c_out, c_in) = pointwise_shape(next.weight)?;
-        if c_in != weight.dims[0] {
-            return Err(format!(
-                "a Conv with {c_in} input channels follows one with {} output channels",
-                weight.dims[0]
-            ));
+        if c_in != channels {
+            return Err(format!("a Conv with {c_in} input channels follows one with {channels} output channels"));
         }
-        let next_bias = bias_or_zero(next, c_out)?;
+        shapes.push((c_out, c_in));
+        channels = c_out;
+    }
+    let fused_len = checked_fused_len(channels, columns, elem)?;
 
-        weight = matmul(&next.weight.values, c_out, &weight);
+    let mut bias = bias_or_zero(first, first_out)?;
+    for (next, &(c_out, c_in)) in rest.iter().zip(&shapes) {
+        let next_bias = bias_or_zero(next, c_out)?;
         bias = matvec(&next.weight.values, c_out, c_in, &bias)
             .into_iter()
             .zip(next_bias)
@@ -59,49 +81,111 @@ pub fn compose(chain: &[ConvWeights]) -> Result<Composed, String> {
             .collect();
     }
 
+    let widest = shapes.iter().map(|&(c_out, _)| c_out).chain([first_out]).max().unwrap_or(1);
+    let block_width = (block_elements / widest.max(1)).max(1);
+    let mut values = vec![0.0; fused_len];
+    for start in (0..columns).step_by(block_width) {
+        let width = block_width.min(columns - start);
+        let mut block = dense_columns(first.weight, first.group, start, width);
+        for (next, &(c_out, c_in)) in rest.iter().zip(&shapes) {
+            block = multiply(&next.weight.values, c_out, c_in, &block, width);
+        }
+        for (row, block_row) in block.chunks_exact(width).enumerate() {
+            values[row * columns + start..][..width].copy_from_slice(block_row);
+        }
+    }
+
+    let mut dims = first.weight.dims.clone();
+    dims[0] = channels;
+    dims[1] = first_in;
     let has_bias = chain.iter().any(|conv| conv.bias.is_some());
     let bias = has_bias.then(|| Weights {
-        dims: vec![weight.dims[0]],
+        dims: vec![channels],
         values: bias,
         elem,
     });
-    weight.elem = elem;
-    Ok(Composed { weight, bias })
+    Ok(Composed {
+        weight: Weights { dims, values, elem },
+        bias,
+    })
 }
 
-/// Expands a grouped weight `[M, C/g, k...]` to a dense `[M, C, k...]`.
-pub fn dense_weight(weight: &Weights, group: usize) -> Result<Weights, String> {
+/// Checks a first Conv's weight and group and returns the output channels,
+/// the input channels and the column count `C_in · Π k` of its dense form.
+fn dense_shape(weight: &Weights, group: usize) -> Result<(usize, usize, usize), String> {
     let dims = &weight.dims;
     if dims.len() < 3 {
         return Err(format!("the weight has rank {}, a Conv weight needs rank 3 or more", dims.len()));
     }
+    check_value_count(weight)?;
     if group == 0 || dims[0] % group != 0 {
         return Err(format!("{} output channels cannot be split into {group} groups", dims[0]));
     }
-    if group == 1 {
-        return Ok(weight.clone());
+    let overflow = || format!("weight dims {dims:?} in {group} groups overflow the element count when made dense");
+    let c_in = dims[1].checked_mul(group).ok_or_else(overflow)?;
+    let columns = dims[2..].iter().try_fold(c_in, |product, &dim| product.checked_mul(dim)).ok_or_else(overflow)?;
+    Ok((dims[0], c_in, columns))
+}
+
+/// Checks that a weight has as many values as its dims need, which the
+/// matrix products rely on.
+fn check_value_count(weight: &Weights) -> Result<(), String> {
+    let expected = weight.dims.iter().try_fold(1usize, |product, &dim| product.checked_mul(dim));
+    if expected != Some(weight.values.len()) {
+        return Err(format!("a weight of dims {:?} holds {} values", weight.dims, weight.values.len()));
     }
+    Ok(())
+}
 
-    let (c_out, c_in_group) = (dims[0], dims[1]);
-    let kernel: usize = dims[2..].iter().product();
-    let c_in = c_in_group * group;
-    let out_per_group = c_out / group;
-    let mut values = vec![0.0; c_out * c_in * kernel];
-
-    for m in 0..c_out {
-        let first_input = (m / out_per_group) * c_in_group;
-        let source = &weight.values[m * c_in_group * kernel..(m + 1) * c_in_group * kernel];
-        let target_start = (m * c_in + first_input) * kernel;
-        values[target_start..target_start + source.len()].copy_from_slice(source);
+fn checked_fused_len(rows: usize, columns: usize, elem: FloatType) -> Result<usize, String> {
+    let len = rows.checked_mul(columns);
+    let bytes = len.and_then(|len| len.checked_mul(elem.size()));
+    match (len, bytes) {
+        (Some(len), Some(bytes)) if bytes <= MAX_FUSED_WEIGHT_BYTES => Ok(len),
+        _ => Err(format!(
+            "the fused weight would have {rows} x {columns} elements of {} bytes, more than the 2 GiB a protobuf message can hold; \
+             leave this chain unfolded (policy 'cheaper' never makes a weight larger than the chain's own)",
+            elem.size()
+        )),
     }
+}
 
-    let mut dense_dims = dims.clone();
-    dense_dims[1] = c_in;
+/// Expands a grouped weight `[M, C/g, k...]` to a dense `[M, C, k...]`.
+pub fn dense_weight(weight: &Weights, group: usize) -> Result<Weights, String> {
+    let (_, c_in, columns) = dense_shape(weight, group)?;
+    let mut dims = weight.dims.clone();
+    dims[1] = c_in;
     Ok(Weights {
-        dims: dense_dims,
-        values,
+        dims,
+        values: dense_columns(weight, group, 0, columns),
         elem: weight.elem,
     })
+}
+
+/// Returns columns `start..start + width` of the dense form of a possibly
+/// grouped weight, as a row-major `[M, width]` block.
+fn dense_columns(weight: &Weights, group: usize, start: usize, width: usize) -> Vec<f64> {
+    let (c_out, c_in_group) = (weight.dims[0], weight.dims[1]);
+    let kernel: usize = weight.dims[2..].iter().product();
+    let row_len = c_in_group * kernel;
+    let out_per_group = c_out / group;
+    let mut block = vec![0.0; c_out * width];
+    if width == 0 {
+        return block;
+    }
+
+    for (m, target) in block.chunks_exact_mut(width).enumerate() {
+        let source = &weight.values[m * row_len..(m + 1) * row_len];
+        let first_column = (m / out_per_group) * row_len;
+        let group_columns = first_column..first_column + row_len;
+        for (offset, value) in target.iter_mut().enumerate() {
+            let column = start + offset;
+            if group_columns.contains(&column) {
+                *value = source[column - first_column];
+            }
+        }
+    }
+    block
 }
 
 fn pointwise_shape(weight: &Weights) -> Result<(usize, usize), String> {
@@ -109,6 +193,7 @@ fn pointwise_shape(weight: &Weights) -> Result<(usize, usize), String> {
     if dims.len() < 3 || dims[2..].iter().any(|&k| k != 1) {
         return Err(format!("weight dims {dims:?} are not those of a pointwise Conv"));
     }
+    check_value_count(weight)?;
     Ok((dims[0], dims[1]))
 }
 
@@ -120,14 +205,17 @@ fn bias_or_zero(conv: &ConvWeights, c_out: usize) -> Result<Vec<f64>, String> {
     }
 }
 
-/// `left [rows, inner]` times `right [inner, rest...]`, keeping `right`'s trailing dims.
-fn matmul(left: &[f64], rows: usize, right: &Weights) -> Weights {
-    let inner = right.dims[0];
-    let cols = right.values.len() / inner.max(1);
+/// `left [rows, inner]` times `right [inner, cols]`, both row-major.
+fn multiply(left: &[f64], rows: usize, inner: usize, right: &[f64], cols: usize) -> Vec<f64> {
     let mut values = vec![0.0; rows * cols];
+    if rows == 0 || cols == 0 {
+        return values;
+    }
 
-    // SAFETY: the pointers cover `rows*inner`, `inner*cols` and `rows*cols`
-    // elements of slices of exactly those lengths, all row-major.
+    // SAFETY: `left` has `rows * inner` elements (a pointwise weight of dims
+    // [rows, inner, 1...], checked by `check_value_count`), `right` has
+    // `inner * cols` (the block of the previous step) and `values` has
+    // `rows * cols`, all row-major.
     unsafe {
         matrixmultiply::dgemm(
             rows,
@@ -137,7 +225,7 @@ fn matmul(left: &[f64], rows: usize, right: &Weights) -> Weights {
             left.as_ptr(),
             inner as isize,
             1,
-            right.values.as_ptr(),
+            right.as_ptr(),
             cols as isize,
             1,
             0.0,
@@ -146,14 +234,7 @@ fn matmul(left: &[f64], rows: usize, right: &Weights) -> Weights {
             1,
         );
     }
-
-    let mut dims = right.dims.clone();
-    dims[0] = rows;
-    Weights {
-        dims,
-        values,
-        elem: FloatType::F64,
-    }
+    values
 }
 
 fn matvec(matrix: &[f64], rows: usize, cols: usize, vector: &[f64]) -> Vec<f64> {
@@ -264,6 +345,54 @@ mod tests {
         let error = compose(&[conv(&w1, None), conv(&w2, None)]).unwrap_err();
 
         assert!(error.contains("4 input channels"), "{error}");
+    }
+
+    #[test]
+    fn blocks_give_same_result() {
+        // A grouped spatial first Conv (4 -> 6 channels, 2 groups, kernel 2),
+        // then 6 -> 5 -> 3 pointwise: 3-element blocks split every row.
+        let w1 = weights(&[6, 2, 2], &(0..24).map(|v| f64::from(v) * 0.25 - 3.0).collect::<Vec<_>>());
+        let w2 = weights(&[5, 6, 1], &(0..30).map(|v| f64::from(v % 7) - 2.5).collect::<Vec<_>>());
+        let w3 = weights(&[3, 5, 1], &(0..15).map(|v| 1.5 - f64::from(v) * 0.2).collect::<Vec<_>>());
+        let b2 = weights(&[5], &[0.5, -1.0, 0.0, 2.0, 1.0]);
+        let chain = [
+            ConvWeights { weight: &w1, bias: None, group: 2 },
+            conv(&w2, Some(&b2)),
+            conv(&w3, None),
+        ];
+
+        let whole = compose_in_blocks(&chain, usize::MAX).unwrap();
+        let blocked = compose_in_blocks(&chain, 3).unwrap();
+
+        assert_eq!(blocked, whole);
+        assert_eq!(whole.weight.dims, vec![3, 4, 2]);
+        let dense = dense_weight(&w1, 2).unwrap();
+        let w2_w1 = multiply(&w2.values, 5, 6, &dense.values, 8);
+        assert_eq!(whole.weight.values, multiply(&w3.values, 3, 5, &w2_w1, 8));
+    }
+
+    #[test]
+    fn fused_weight_over_protobuf_limit_rejected() {
+        // Rank-1 chain 32768 -> 1 -> 32768: the fused float32 weight would
+        // take 4 GiB, though each weight of the chain takes 128 KiB.
+        let n = 1 << 15;
+        let w1 = weights(&[1, n, 1], &vec![1.0; n]);
+        let w2 = weights(&[n, 1, 1], &vec![1.0; n]);
+
+        let error = compose(&[conv(&w1, None), conv(&w2, None)]).unwrap_err();
+
+        assert!(error.contains("32768 x 32768"), "{error}");
+        assert!(error.contains("2 GiB"), "{error}");
+    }
+
+    #[test]
+    fn value_count_disagreeing_with_dims_rejected() {
+        let w1 = weights(&[2, 2, 1], &[1.0, 2.0, 3.0]);
+        let w2 = weights(&[1, 2, 1], &[1.0, 1.0]);
+
+        let error = compose(&[conv(&w1, None), conv(&w2, None)]).unwrap_err();
+
+        assert!(error.contains("holds 3 values"), "{error}");
     }
 
     #[test]

@@ -111,12 +111,24 @@ impl<'a> ConvCandidate<'a> {
         let input = node.input.first().filter(|name| !name.is_empty()).ok_or_else(|| invalid("input X is missing".to_string()))?;
         let weight_name = node.input.get(1).filter(|name| !name.is_empty()).ok_or_else(|| invalid("weight input W is missing".to_string()))?;
         let output = node.output.first().filter(|name| !name.is_empty()).ok_or_else(|| invalid("it has no output".to_string()))?;
+        if node.output.len() > 1 {
+            return Err(invalid(format!("it has {} outputs; Conv has one", node.output.len())));
+        }
         let attributes = ConvAttributes::parse(node).map_err(invalid)?;
 
         let weight = scope
             .resolve_constant(weight_name)
             .map_err(|reason| Rejection::NotFoldable(format!("weight of '{label}': {reason}")))?;
         let (weight_dims, elem) = weight_shape(&weight, &attributes).map_err(invalid)?;
+        let group = usize::try_from(attributes.group).unwrap_or(1);
+        if let Some(channels) = stored_channels(scope, input) {
+            if channels != weight_dims[1] * group {
+                return Err(invalid(format!(
+                    "input '{input}' has {channels} channels but weight dims {weight_dims:?} with group {group} need {}",
+                    weight_dims[1] * group
+                )));
+            }
+        }
 
         let bias = match node.input.get(2).filter(|name| !name.is_empty()) {
             None => None,
@@ -172,6 +184,21 @@ impl<'a> ConvCandidate<'a> {
     pub fn dense_macs(&self, c_out: usize) -> u64 {
         let kernel: u64 = self.kernel().iter().map(|&k| k as u64).product();
         c_out as u64 * self.c_in() as u64 * kernel
+    }
+}
+
+/// Returns the channel count (dim 1) of a value when the graph stores it as a number.
+fn stored_channels(scope: &Scope, name: &str) -> Option<usize> {
+    let graph = scope.index.graph;
+    let value = graph.input.iter().chain(&graph.value_info).find(|value| value.name() == name)?;
+    let tensor_type = match value.r#type.as_ref()?.value.as_ref()? {
+        crate::onnx::type_proto::Value::TensorType(tensor) => tensor,
+        _ => return None,
+    };
+    let dim = tensor_type.shape.as_ref()?.dim.get(1)?;
+    match dim.value.as_ref()? {
+        crate::onnx::tensor_shape_proto::dimension::Value::DimValue(channels) => usize::try_from(*channels).ok(),
+        _ => None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! directory, also after symlinks are resolved: a model must not make
 //! onnx-fold read arbitrary files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -77,8 +77,9 @@ impl ExternalData {
         Ok(bytes)
     }
 
-    /// Checks a location and returns the data file's path inside the model directory.
-    fn resolve(&self, tensor: &TensorProto, location: &str) -> Result<PathBuf> {
+    /// Checks a location and returns the data file's canonical path, which
+    /// must be inside the model directory.
+    pub(crate) fn resolve(&self, tensor: &TensorProto, location: &str) -> Result<PathBuf> {
         let model_dir = self
             .model_dir
             .as_ref()
@@ -150,14 +151,20 @@ fn parse_u64(tensor: &TensorProto, key: &str, value: &str) -> Result<u64> {
 
 /// Returns the distinct data file locations that a model's tensors reference.
 pub fn locations(model: &ModelProto) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
+    tensors_by_location(model).into_keys().collect()
+}
+
+/// Returns the distinct data file locations that a model's tensors
+/// reference, each with the name of the first tensor stored there.
+pub fn tensors_by_location(model: &ModelProto) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
     if let Some(graph) = &model.graph {
         collect_locations(graph, &mut found);
     }
     found
 }
 
-fn collect_locations(graph: &GraphProto, found: &mut BTreeSet<String>) {
+fn collect_locations(graph: &GraphProto, found: &mut BTreeMap<String, String>) {
     let constant_tensors = graph
         .node
         .iter()
@@ -169,7 +176,7 @@ fn collect_locations(graph: &GraphProto, found: &mut BTreeSet<String>) {
         }
         let location = tensor.external_data.iter().find(|entry| entry.key() == "location");
         if let Some(entry) = location {
-            found.insert(entry.value().to_string());
+            found.entry(entry.value().to_string()).or_insert_with(|| tensor.name().to_string());
         }
     }
 

@@ -49,7 +49,7 @@ impl Default for FoldOptions {
 /// The originals and the fused Conv of one segment, for the per-fold check.
 pub struct FoldCandidate<'a> {
     /// Each original Conv node with its decoded weight and bias.
-    pub originals: Vec<(&'a NodeProto, Weights, Option<Weights>)>,
+    pub originals: Vec<(&'a NodeProto, &'a Weights, Option<&'a Weights>)>,
     pub fused: &'a NodeProto,
     pub weight: &'a Weights,
     pub bias: Option<&'a Weights>,
@@ -155,9 +155,18 @@ impl Planner<'_> {
                 macs_before: macs_unfused,
                 macs_after: macs_unfused,
                 check: None,
+                not_folded: None,
             };
             if segment.len() > 1 {
-                let fold = self.prepare(segment, path)?;
+                let fold = match self.prepare(segment, path)? {
+                    Ok(fold) => fold,
+                    Err(reason) => {
+                        warn!("{} left unfolded: {reason}", segment_report.nodes.join(" + "));
+                        segment_report.not_folded = Some(reason);
+                        segment_reports.push(segment_report);
+                        continue;
+                    }
+                };
                 segment_report.check = fold.check.clone();
                 if fold.check.as_ref().is_none_or(|check| check.passed) {
                     segment_report.fused_node = Some(fold.node.name().to_string());
@@ -175,7 +184,9 @@ impl Planner<'_> {
     }
 
     /// Decodes and composes a segment's weights and builds its fused Conv.
-    fn prepare(&mut self, segment: &[ConvCandidate], path: &[GraphStep]) -> Result<PreparedFold> {
+    /// The inner `Err` is why the segment cannot be fused, such as a fused
+    /// weight too large for one protobuf; the segment is then left alone.
+    fn prepare(&mut self, segment: &[ConvCandidate], path: &[GraphStep]) -> Result<Result<PreparedFold, String>> {
         let mut originals = Vec::with_capacity(segment.len());
         for conv in segment {
             let weight = tensor::decode(&conv.weight.tensor, self.external)?;
@@ -196,11 +207,10 @@ impl Planner<'_> {
             })
             .collect();
         let last = &segment[segment.len() - 1];
-        let mut composed = compose(&layers).map_err(|reason| Error::InvalidNode {
-            node: last.label.clone(),
-            op_type: "Conv".to_string(),
-            reason: format!("its chain cannot be composed: {reason}"),
-        })?;
+        let mut composed = match compose(&layers) {
+            Ok(composed) => composed,
+            Err(reason) => return Ok(Err(format!("its weights cannot be composed: {reason}"))),
+        };
         if self.options.fault == Some(Fault::BiasInWrongOrder) {
             inject_bias_fault(&mut composed.bias, &originals);
         }
@@ -216,7 +226,7 @@ impl Planner<'_> {
 
         let check = self.options.check_folds.then(|| {
             crate::check::check_fold(&FoldCandidate {
-                originals: originals.iter().map(|(node, w, b)| (*node, w.clone(), b.clone())).collect(),
+                originals: originals.iter().map(|(node, weight, bias)| (*node, weight, bias.as_ref())).collect(),
                 fused: &node,
                 weight: &composed.weight,
                 bias: composed.bias.as_ref(),
@@ -230,7 +240,7 @@ impl Planner<'_> {
         if let (Some(name), Some(bias)) = (&bias_name, &composed.bias) {
             tensors.push(tensor::encode(name, bias));
         }
-        Ok(PreparedFold {
+        Ok(Ok(PreparedFold {
             path: path.to_vec(),
             removed: segment.iter().map(|conv| conv.index).collect(),
             replaced: last.index,
@@ -239,7 +249,7 @@ impl Planner<'_> {
             removed_values: segment[..segment.len() - 1].iter().map(|conv| conv.output.to_string()).collect(),
             old_constants: old_constants(segment, path),
             check,
-        })
+        }))
     }
 }
 
@@ -320,6 +330,8 @@ fn chain_report(
         (Decision::PartlyFolded, partial_reason(&segments, macs_before, macs_after, failed_check))
     } else if failed_check {
         (Decision::LeftAlone, "the per-fold check of the fused Conv failed, so the chain was kept".to_string())
+    } else if let Some(reason) = segments.iter().find_map(|segment| segment.not_folded.clone()) {
+        (Decision::LeftAlone, format!("the chain was kept because {reason}"))
     } else {
         let whole = cost::segment_macs(&convs.iter().map(layer_cost).collect::<Vec<_>>(), 0..convs.len());
         (Decision::LeftAlone, format!("no fold lowers MACs per position: {macs_before} as it is, {whole} as one Conv"))

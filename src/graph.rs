@@ -55,6 +55,10 @@ pub struct GraphIndex<'a> {
     pub graph_outputs: HashSet<&'a str>,
     pub graph_inputs: HashSet<&'a str>,
     pub initializers: HashMap<&'a str, &'a TensorProto>,
+    /// Initializer names defined more than once: which one a node reads is ambiguous.
+    pub duplicate_initializers: HashSet<&'a str>,
+    /// Values that more than one node produces, which breaks ONNX's single assignment.
+    pub duplicate_producers: HashSet<&'a str>,
 }
 
 impl<'a> GraphIndex<'a> {
@@ -63,10 +67,15 @@ impl<'a> GraphIndex<'a> {
         let mut producer = HashMap::new();
         let mut consumers: HashMap<&str, Vec<Use>> = HashMap::new();
         let mut subgraph_readers = HashMap::new();
+        let mut duplicate_producers = HashSet::new();
 
         for (index, node) in graph.node.iter().enumerate() {
             for output in node.output.iter().filter(|name| !name.is_empty()) {
-                producer.entry(output.as_str()).or_insert(index);
+                if producer.contains_key(output.as_str()) {
+                    duplicate_producers.insert(output.as_str());
+                } else {
+                    producer.insert(output.as_str(), index);
+                }
             }
             for (slot, input) in node.input.iter().enumerate().filter(|(_, name)| !name.is_empty()) {
                 consumers.entry(input.as_str()).or_default().push(Use { node: index, slot });
@@ -80,6 +89,14 @@ impl<'a> GraphIndex<'a> {
             }
         }
 
+        let mut initializers = HashMap::new();
+        let mut duplicate_initializers = HashSet::new();
+        for tensor in &graph.initializer {
+            if initializers.insert(tensor.name(), tensor).is_some() {
+                duplicate_initializers.insert(tensor.name());
+            }
+        }
+
         GraphIndex {
             graph,
             producer,
@@ -87,7 +104,9 @@ impl<'a> GraphIndex<'a> {
             subgraph_readers,
             graph_outputs: graph.output.iter().map(|value| value.name()).collect(),
             graph_inputs: graph.input.iter().map(|value| value.name()).collect(),
-            initializers: graph.initializer.iter().map(|tensor| (tensor.name(), tensor)).collect(),
+            initializers,
+            duplicate_initializers,
+            duplicate_producers,
         }
     }
 
@@ -129,11 +148,23 @@ impl<'a> Scope<'a> {
         let mut depth = 0;
         loop {
             if let Some(found) = scope.resolve_here(name, depth) {
+                if found.is_ok() && scope.parent.is_some_and(|parent| parent.defines(name)) {
+                    return Err(format!(
+                        "'{name}' is defined in this graph and in an enclosing one; engines disagree on which one a node reads"
+                    ));
+                }
                 return found;
             }
             scope = scope.parent.ok_or_else(|| format!("'{name}' is not defined in the graph"))?;
             depth += 1;
         }
+    }
+
+    /// Returns true if this graph or an enclosing one defines `name`.
+    fn defines(&self, name: &str) -> bool {
+        let index = &self.index;
+        let here = index.producer.contains_key(name) || index.graph_inputs.contains(name) || index.initializers.contains_key(name);
+        here || self.parent.is_some_and(|parent| parent.defines(name))
     }
 
     fn resolve_here(&self, name: &str, depth: usize) -> Option<Result<Constant<'a>, String>> {
@@ -161,6 +192,9 @@ impl<'a> Scope<'a> {
             return Some(Err(reason));
         }
 
+        if index.duplicate_initializers.contains(name) {
+            return Some(Err(format!("initializer '{name}' is defined more than once, so which one a node reads is ambiguous")));
+        }
         index.initializers.get(name).map(|&tensor| {
             Ok(Constant {
                 tensor: Cow::Borrowed(tensor),

@@ -14,6 +14,7 @@ use commands::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    quiet_caught_tract_panics();
 
     let result = match &cli.command {
         Some(Command::Compare(args)) => commands::compare(args, cli.quiet),
@@ -29,7 +30,25 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(3)
         }
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
     }
+}
+
+/// Keeps the default panic message for panics of onnx-fold itself, but logs
+/// the tract panics that verification catches and reports as errors only at
+/// debug level: a pipeline that greps stderr for "panicked" sees real ones only.
+fn quiet_caught_tract_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if onnx_fold::verify::inside_tract_call() {
+            log::debug!("tract panicked, the error is reported instead: {info}");
+        } else {
+            default_hook(info);
+        }
+    }));
 }
 
 /// Maps -q, the default, -v and -vv to error, warn/info, debug and trace.

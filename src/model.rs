@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use log::info;
+use log::{info, warn};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -80,9 +80,7 @@ pub fn load_bytes(bytes: Bytes, path: &Path) -> Result<Model> {
     if bytes.is_empty() {
         return Err(invalid(path, "the file is empty".to_string()));
     }
-    let mut proto = ModelProto::decode(bytes.clone()).map_err(|error| {
-        invalid(path, format!("protobuf decoding failed ({error}); the file may be truncated or not an ONNX model"))
-    })?;
+    let mut proto = ModelProto::decode(bytes.clone()).map_err(|error| invalid(path, decode_failure(&error)))?;
 
     let graph = proto
         .graph
@@ -179,14 +177,17 @@ fn topological_order(graph: &GraphProto, label: &str) -> std::result::Result<Vec
 }
 
 /// Checks that `out` can be written before any work is done: its directory
-/// exists and it is not itself a directory.
+/// exists, and it is absent or a regular file. The rename that writes `out`
+/// would replace a symlink or a device node rather than write through it.
 pub fn check_output_path(out: &Path) -> Result<()> {
-    if out.is_dir() {
-        return Err(Error::io(
-            "cannot write",
-            out,
-            std::io::Error::other("it is a directory; give a file path for the output model"),
-        ));
+    let reject = |reason: &str| Err(Error::io("cannot write", out, std::io::Error::other(reason.to_string())));
+    if let Ok(metadata) = fs::symlink_metadata(out) {
+        if metadata.is_dir() {
+            return reject("it is a directory; give a file path");
+        }
+        if !metadata.file_type().is_file() {
+            return reject("it is a symlink or a special file, which the atomic rename would replace; give a regular file path");
+        }
     }
     let dir = model_dir(out);
     if !dir.is_dir() {
@@ -197,6 +198,22 @@ pub fn check_output_path(out: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Returns true when two paths name the same file, also when `b` does not
+/// exist yet but would be created as the file `a` is.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |path: &Path| -> Option<PathBuf> {
+        if let Ok(canonical) = path.canonicalize() {
+            return Some(canonical);
+        }
+        let dir = model_dir(path).canonicalize().ok()?;
+        Some(dir.join(path.file_name()?))
+    };
+    match (resolve(a), resolve(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Encodes a model to bytes.
@@ -216,11 +233,7 @@ pub fn save(bytes: &[u8], proto: &ModelProto, source_dir: &Path, out: &Path) -> 
 /// Writes through a temporary file in the same directory, then renames it.
 pub fn write_atomically(bytes: &[u8], out: &Path) -> Result<()> {
     let dir = model_dir(out);
-    let mut file = tempfile::Builder::new()
-        .prefix(".onnx-fold-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|error| Error::io("cannot create a temporary file in", &dir, error))?;
+    let mut file = new_temp_file(&dir)?;
 
     file.write_all(bytes)
         .and_then(|_| file.as_file().sync_all())
@@ -233,28 +246,29 @@ pub fn write_atomically(bytes: &[u8], out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Gives the new file the old output's permissions, or 0644 on Unix: a
-/// temporary file is created 0600, which would hide the model from other users.
+/// Creates a temporary file in `dir` for an atomic write. On Unix it is
+/// created with mode 0666 less the umask, as a plain new file would be, not the
+/// 0600 of temporary files.
+fn new_temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".onnx-fold-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    builder
+        .tempfile_in(dir)
+        .map_err(|error| Error::io("cannot create a temporary file in", dir, error))
+}
+
+/// Gives the new file the permissions of the file it replaces, if any.
 fn set_permissions(file: &tempfile::NamedTempFile, out: &Path) -> Result<()> {
-    let permissions = match fs::metadata(out) {
-        Ok(metadata) => metadata.permissions(),
-        Err(_) => match default_permissions() {
-            Some(permissions) => permissions,
-            None => return Ok(()),
-        },
-    };
-    fs::set_permissions(file.path(), permissions).map_err(|error| Error::io("cannot set permissions of", file.path(), error))
-}
-
-#[cfg(unix)]
-fn default_permissions() -> Option<fs::Permissions> {
-    use std::os::unix::fs::PermissionsExt;
-    Some(fs::Permissions::from_mode(0o644))
-}
-
-#[cfg(not(unix))]
-fn default_permissions() -> Option<fs::Permissions> {
-    None
+    match fs::metadata(out) {
+        Ok(metadata) => fs::set_permissions(file.path(), metadata.permissions())
+            .map_err(|error| Error::io("cannot set permissions of", file.path(), error)),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Syncs a directory so the rename itself is durable; best effort.
@@ -269,8 +283,13 @@ fn sync_dir(dir: &Path) {
 ///
 /// In the source directory nothing is needed. Elsewhere each file is copied;
 /// an existing file with other content is an error rather than overwritten.
+/// A location that leaves the
+/// source directory, also through a symlink, is an error, so that a model
+/// cannot make onnx-fold copy an arbitrary file. A data file that does not
+/// exist is skipped with a warning: the output then refers to it just as
+/// the input does.
 fn link_external_data(proto: &ModelProto, source_dir: &Path, out_dir: &Path) -> Result<()> {
-    let locations = external::locations(proto);
+    let locations = external::tensors_by_location(proto);
     if locations.is_empty() {
         return Ok(());
     }
@@ -282,15 +301,24 @@ fn link_external_data(proto: &ModelProto, source_dir: &Path, out_dir: &Path) -> 
         return Ok(());
     }
 
-    for location in locations {
-        let probe = crate::onnx::TensorProto {
-            name: Some(format!("<data file {location}>")),
+    let resolver = ExternalData::new(source_dir);
+    for (location, tensor_name) in locations {
+        let tensor = crate::onnx::TensorProto {
+            name: Some(tensor_name),
             ..Default::default()
         };
-        let relative = external::check_location(&probe, &location)?;
+        let relative = external::check_location(&tensor, &location)?;
         let source = source_dir.join(relative);
-        let target = out_dir.join(relative);
-        provide_data_file(&source, &target)?;
+        if !source.exists() {
+            warn!(
+                "external data file {} of tensor '{}' does not exist, so it was not placed next to the output",
+                source.display(),
+                tensor.name()
+            );
+            continue;
+        }
+        let source = resolver.resolve(&tensor, &location)?;
+        provide_data_file(&source, &out_dir.join(relative))?;
     }
     Ok(())
 }
@@ -325,11 +353,7 @@ fn provide_data_file(source: &Path, target: &Path) -> Result<()> {
 fn copy_atomically(source: &Path, target: &Path) -> Result<()> {
     let dir = model_dir(target);
     let mut reader = fs::File::open(source).map_err(|error| Error::io("cannot read external data", source, error))?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".onnx-fold-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|error| Error::io("cannot create a temporary file in", &dir, error))?;
+    let mut file = new_temp_file(&dir)?;
 
     std::io::copy(&mut reader, file.as_file_mut())
         .and_then(|_| file.as_file().sync_all())
@@ -379,6 +403,19 @@ fn read_full(file: &mut fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Describes a decoding failure. prost's message lists every enclosing
+/// field, which for a recursion limit is hundreds of names, so that case
+/// gets a message of its own.
+fn decode_failure(error: &prost::DecodeError) -> String {
+    let message = error.to_string();
+    if message.ends_with("recursion limit reached") {
+        return "protobuf decoding failed: messages are nested more than 100 levels deep, the limit of the \
+                prost 0.14 decoder (about 33 levels of nested subgraphs)"
+            .to_string();
+    }
+    format!("protobuf decoding failed ({message}); the file may be truncated or not an ONNX model")
 }
 
 fn invalid(path: &Path, reason: String) -> Error {

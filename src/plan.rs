@@ -114,6 +114,9 @@ fn check_link(
     if uses != 1 {
         return Ok(Some(format!("output '{value}' of '{}' has {uses} consumers", a.label)));
     }
+    if index.duplicate_producers.contains(value) {
+        return Ok(Some(format!("'{value}' is produced by more than one node")));
+    }
     if index.graph_outputs.contains(value) {
         return Ok(Some(format!("output '{value}' of '{}' is a graph output", a.label)));
     }

@@ -30,6 +30,7 @@ impl FoldReport {
         self.chains
             .iter()
             .flat_map(|chain| &chain.segments)
+            .filter(|segment| segment.fused_node.is_some())
             .map(|segment| segment.nodes.len().saturating_sub(1))
             .sum()
     }
@@ -93,6 +94,8 @@ pub struct SegmentReport {
     pub macs_after: u64,
     /// The per-fold check of this segment, when one ran.
     pub check: Option<FoldCheck>,
+    /// Why a segment the policy chose was not fused, other than a failed check.
+    pub not_folded: Option<String>,
 }
 
 /// Result of checking one fold on its own.

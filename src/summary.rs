@@ -60,6 +60,9 @@ fn print_chain(chain: &ChainReport) {
         if let Some(fused) = &segment.fused_node {
             println!("    {} -> {fused}", segment.nodes.join(" + "));
         }
+        if let Some(reason) = &segment.not_folded {
+            println!("    {} not fused: {reason}", segment.nodes.join(" + "));
+        }
         if let Some(check) = segment.check.as_ref().filter(|check| !check.passed) {
             println!("    per-fold check of {} failed: {}", segment.nodes.join(" + "), check.detail);
         }

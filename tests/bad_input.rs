@@ -49,7 +49,7 @@ impl Run {
     }
 }
 
-/// A temporary directory that holds the input and output of a test.
+/// A temporary directory with the input and output of a test.
 struct Workspace {
     dir: tempfile::TempDir,
 }
@@ -84,10 +84,18 @@ impl Workspace {
 /// Runs onnx-fold and kills it if it outlives [`RUN_TIMEOUT`]. Output goes
 /// to files, so a chatty process cannot block on a full pipe.
 fn run_in(dir: &Path, args: &[OsString]) -> Run {
+    let mut command = vec![OsString::from(BIN)];
+    command.extend_from_slice(args);
+    run_program(dir, &command)
+}
+
+/// Runs `command[0]` with the other elements as arguments, as [`run_in`] does.
+fn run_program(dir: &Path, command: &[OsString]) -> Run {
+    let args = &command[1..];
     let logs = tempfile::tempdir().unwrap();
     let stdout_path = logs.path().join("stdout");
     let stderr_path = logs.path().join("stderr");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(&command[0])
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -280,8 +288,8 @@ fn text_file() {
     assert_rejected(&workspace, &input, &[], &["notes.onnx", "not a valid ONNX model"]);
 }
 
-/// A ModelProto with neither IR version nor graph decodes, since protobuf
-/// has no required fields, so the loader checks that the parts are there.
+/// A ModelProto without a graph, or without IR version and opsets, decodes
+/// because protobuf has no required fields, so the loader checks for them.
 #[test]
 fn protobuf_without_graph() {
     let workspace = Workspace::new();
@@ -292,6 +300,17 @@ fn protobuf_without_graph() {
     assert_rejected(&workspace, &input, &[], &["no_graph.onnx", "no graph"]);
 }
 
+#[test]
+fn protobuf_without_version_or_opsets() {
+    let workspace = Workspace::new();
+    let mut incomplete = foldable_model();
+    incomplete.ir_version = None;
+    incomplete.opset_import.clear();
+    let input = workspace.write_model("no_version.onnx", &incomplete);
+
+    assert_rejected(&workspace, &input, &[], &["no_version.onnx", "neither ir_version nor opset_import"]);
+}
+
 /// Graphs nested in If branches: each level adds three protobuf messages
 /// (graph, node, attribute), so 40 levels pass prost's limit of 100.
 #[test]
@@ -299,7 +318,7 @@ fn nesting_deeper_than_decoder_allows() {
     let workspace = Workspace::new();
     let input = workspace.write_model("deep.onnx", &model(nested_if_graph(40)));
 
-    assert_rejected(&workspace, &input, &[], &["deep.onnx", "recursion limit"]);
+    assert_rejected(&workspace, &input, &[], &["deep.onnx", "nested more than 100 levels deep"]);
 }
 
 /// Nesting just within prost's limit loads and is written unchanged.
@@ -632,8 +651,8 @@ fn in_place_failure_keeps_model() {
 // ---------------------------------------------------------------------------
 // External data
 
-/// The foldable chain with `w_0` stored externally at `location`, and the
-/// bytes of `w_0` that a correct reference would read.
+/// Builds the foldable chain with `w_0` stored externally at `location`, and
+/// returns it with the bytes of `w_0` that a correct reference would read.
 fn external_weight_model(location: &str, offset: u64, length: u64) -> (ModelProto, Vec<u8>) {
     let mut external = foldable_model();
     let weight = initializer(main_graph(&mut external), "w_0");
@@ -816,8 +835,8 @@ fn untouched_external_symlink_not_copied_out() {
 // ---------------------------------------------------------------------------
 // Broken parts that no foldable chain touches
 
-/// The foldable chain, plus `z = Add(x_flat, side)` with `side` a float32
-/// [4] initializer that `corrupt` may break, and `z` a second graph output.
+/// Builds the foldable chain plus `z = Add(v, side)`, with `side` a float32
+/// [4] initializer that `corrupt` may break and `z` a second graph output.
 fn model_with_side_add(corrupt: impl FnOnce(&mut TensorProto)) -> ModelProto {
     let mut graph = conv1d_chain(FOLDABLE);
     let mut side = f32_tensor("side", &[4], &[1.0, 2.0, 3.0, 4.0]);
@@ -852,30 +871,50 @@ fn assert_folds_around(corrupt: impl FnOnce(&mut TensorProto)) {
 }
 
 #[test]
-fn bad_raw_data_outside_chain_does_not_stop_fold() {
+fn broken_raw_data_beside_chain() {
     assert_folds_around(|side| side.raw_data = Some(Bytes::from(vec![0u8; 5])));
 }
 
 #[test]
-fn negative_dims_outside_chain_do_not_stop_fold() {
+fn negative_dims_beside_chain() {
     assert_folds_around(|side| side.dims = vec![-4]);
 }
 
 #[test]
-fn overflowing_dims_outside_chain_do_not_stop_fold() {
+fn overflowing_dims_beside_chain() {
     assert_folds_around(|side| side.dims = vec![i64::MAX, i64::MAX]);
 }
 
 #[test]
-fn unknown_type_outside_chain_does_not_stop_fold() {
+fn unknown_type_beside_chain() {
     assert_folds_around(|side| side.data_type = Some(999));
 }
 
 /// A missing data file that only the side Add reads: the output is written
 /// next to the input, so the reference stays as valid, or invalid, as it was.
 #[test]
-fn missing_external_data_outside_chain_does_not_stop_fold() {
+fn missing_data_file_beside_chain() {
     assert_folds_around(|side| set_external(side, "absent.bin", 0, 16));
+}
+
+/// The same missing data file with the output in another directory: there
+/// is nothing to copy next to it, so a warning names the tensor and the
+/// fold goes on.
+#[test]
+fn missing_external_data_written_elsewhere_warns() {
+    let workspace = Workspace::new();
+    let out_dir = workspace.path("out");
+    fs::create_dir(&out_dir).unwrap();
+    let input = workspace.write_model("model.onnx", &model_with_side_add(|side| set_external(side, "absent.bin", 0, 16)));
+    let out = out_dir.join("out.onnx");
+
+    let run = workspace.run(&args(&[&input, &out]));
+
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(run.stderr.contains("tensor 'side'"), "{}", run.describe());
+    assert!(run.stderr.contains("does not exist"), "{}", run.describe());
+    assert_eq!(count_ops(read_model(&out).graph.as_ref().unwrap(), "Conv"), 1);
+    assert!(!out_dir.join("absent.bin").exists());
 }
 
 /// A malformed Conv that is not linked to another Conv is skipped with a
@@ -917,4 +956,56 @@ fn broken_weights_in_unfolded_chain_copied_unchanged() {
 
     assert_eq!(run.code, Some(0), "{}", run.describe());
     assert_eq!(fs::read(&out).unwrap(), fs::read(&input).unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// Sizes that only verification would allocate
+
+/// The per-fold check feeds the first Conv an input large enough for three
+/// output positions per axis. With a stride of 2^40 that input cannot be
+/// allocated, so the check must fail safe and leave the chain unfolded.
+#[test]
+fn huge_stride_check_left_unfolded() {
+    let workspace = Workspace::new();
+    let mut strided = foldable_model();
+    main_graph(&mut strided).node[0].attribute.push(ints_attribute("strides", &[1 << 40]));
+    let input = workspace.write_model("model.onnx", &strided);
+    let out = workspace.path("out.onnx");
+
+    let run = workspace.run(&args(&[&input, &out]));
+
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(run.stderr.contains("check"), "{}", run.describe());
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&input).unwrap());
+}
+
+/// A declared input of 2^43 elements cannot be filled with random values.
+#[test]
+fn huge_declared_input_rejected() {
+    let workspace = Workspace::new();
+    let mut huge = foldable_model();
+    main_graph(&mut huge).input[0] = value_info("x", FLOAT, Some(&[1, 8, 1 << 40]));
+    let input = workspace.write_model("model.onnx", &huge);
+
+    assert_rejected(&workspace, &input, &[], &["input `x`", "2 GiB", "skip verification"]);
+}
+
+/// A chain 20000 -> 2 -> 20000 -> 2 folds to a [2, 20000] weight, but
+/// multiplying its weights left to right makes a [20000, 20000] product
+/// (3.2 GB of f64). Composition works in column blocks instead, so the fold
+/// runs under a 1.5 GB address-space limit.
+#[cfg(unix)]
+#[test]
+fn wide_middle_chain_folds_in_bounded_memory() {
+    let workspace = Workspace::new();
+    let input = workspace.write_model("model.onnx", &model(conv1d_chain(&[20000, 2, 20000, 2])));
+    let out = workspace.path("out.onnx");
+    let limited = format!("ulimit -v 1500000 && exec '{BIN}' \"$@\"");
+    let mut command = args(&[&"-c", &limited, &"sh", &input, &out, &"--no-verify", &"--no-fold-check"]);
+    command.insert(0, OsString::from("sh"));
+
+    let run = run_program(workspace.dir.path(), &command);
+
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_eq!(count_ops(read_model(&out).graph.as_ref().unwrap(), "Conv"), 1);
 }

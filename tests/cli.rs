@@ -105,6 +105,8 @@ fn wrong_fold_rejected_by_per_fold_check() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("per-fold check of conv_a + conv_b failed"), "{stdout}");
     assert!(stdout.contains("Conv nodes: 2 -> 2"), "{stdout}");
+    // A segment whose check failed was once counted as a folded link.
+    assert!(stdout.contains("links folded: 0"), "{stdout}");
 }
 
 #[test]
@@ -345,4 +347,114 @@ fn different_data_file_not_overwritten() {
     assert!(stderr.contains("a different file is already there"), "{stderr}");
     assert_eq!(std::fs::read(&other_data).unwrap(), b"someone else's weights");
     assert!(!out.exists());
+}
+
+#[test]
+fn report_path_of_a_model_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = temp_out(&dir, "m.onnx");
+    let out = temp_out(&dir, "out.onnx");
+    std::fs::copy(fixture("chain1d_bias_all"), &model).unwrap();
+    let original = std::fs::read(&model).unwrap();
+
+    let over_input = onnx_fold(&[path_str(&model), path_str(&out), "--report", path_str(&model)]);
+    let over_output = onnx_fold(&[path_str(&model), path_str(&out), "--report", path_str(&out)]);
+    let over_compared = onnx_fold(&["compare", path_str(&model), path_str(&model), "--report", path_str(&model)]);
+
+    assert_eq!(over_input.status.code(), Some(2), "{}", text(&over_input.stderr));
+    assert!(text(&over_input.stderr).contains("is the model file"));
+    assert_eq!(over_output.status.code(), Some(2));
+    assert_eq!(over_compared.status.code(), Some(2));
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+    assert!(!out.exists());
+}
+
+#[test]
+fn report_in_missing_directory_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let report = dir.path().join("missing").join("report.json");
+
+    let output = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--report", path_str(&report)]);
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("--report"), "{}", text(&output.stderr));
+    assert!(!out.exists(), "OUT was written although the run failed");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_output_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = temp_out(&dir, "target.onnx");
+    let link = temp_out(&dir, "link.onnx");
+    std::fs::write(&target, b"keep").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let output = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&link)]);
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("symlink or a special file"), "{}", text(&output.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+#[test]
+fn nan_tolerance_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    let nan = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--rtol", "nan"]);
+    let negative = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--atol", "-1"]);
+
+    assert_eq!(nan.status.code(), Some(2));
+    assert_eq!(negative.status.code(), Some(2));
+    assert!(!out.exists());
+}
+
+#[test]
+fn verification_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+
+    // tract 0.23.9 does not finish optimizing this Scan model.
+    let output = onnx_fold(&[path_str(&fixture("scan_body")), path_str(&out), "--verify-timeout", "2"]);
+
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("tract did not finish within 2 s"), "{stdout}");
+    assert!(out.exists());
+}
+
+#[test]
+fn wrong_expected_outputs_blamed_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let data = dir.path().join("data").join("test_data_set_0");
+    std::fs::create_dir_all(&data).unwrap();
+    let source = repo_path("fixtures/chain1d_bias_all/test_data_set_0");
+    std::fs::copy(source.join("input_0.pb"), data.join("input_0.pb")).unwrap();
+    // The expected outputs of another fixture with the same output name and shape.
+    std::fs::copy(repo_path("fixtures/bottleneck/test_data_set_0/output_0.pb"), data.join("output_0.pb")).unwrap();
+
+    let output = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--inputs", path_str(&data)]);
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the original model's outputs differ from the expected outputs"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn new_output_follows_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let command = format!("umask 077 && exec '{}' -q '{}' '{}'", env!("CARGO_BIN_EXE_onnx-fold"), path_str(&fixture("chain1d_bias_all")), path_str(&out));
+
+    let status = Command::new("sh").args(["-c", &command]).status().unwrap();
+
+    assert!(status.success());
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
 }

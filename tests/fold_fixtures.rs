@@ -371,3 +371,32 @@ fn removed_intermediates_leave_value_info() {
     assert!(before.contains(&"pointwise_a_out"));
     assert_eq!(after, ["pointwise_b_out", "head_reshaped"]);
 }
+
+#[test]
+fn shadowed_weight_left_alone() {
+    let folded = fold_file(&fixture("shadowed_weight"), Policy::Cheaper);
+
+    let report = &folded.report;
+
+    assert_eq!(report.chains.len(), 1);
+    assert_eq!(report.chains[0].graph, "main/if_node/else_branch");
+    assert_eq!(report.blocked_links.len(), 1);
+    assert_eq!(report.blocked_links[0].to, "then_conv_b");
+    assert!(report.blocked_links[0].reason.contains("defined in this graph and in an enclosing one"));
+    assert_eq!(report.conv_count_after, 3);
+    // Data set 1 runs the folded else-branch. In the then-branch tract reads
+    // the inner 'w2' and onnxruntime the outer one, so they disagree on the
+    // original model itself: that ambiguity is why the chain is left alone.
+    assert_data_set_matches(&folded.proto, "shadowed_weight", "test_data_set_1");
+}
+
+#[test]
+fn scan_body_chain_folded() {
+    let folded = fold_file(&fixture("scan_body"), Policy::Cheaper);
+
+    let chain = &folded.report.chains[0];
+
+    assert_eq!(chain.graph, "main/scan/body");
+    assert_eq!(chain.decision, Decision::Folded);
+    assert!(chain.segments[0].check.as_ref().unwrap().passed);
+}

@@ -19,8 +19,9 @@ use onnx_fold::Policy;
 
 const WEIGHTS: &[u8] = include_bytes!("../../fixtures/external_data/weights.bin");
 
-/// The path the fuzzed model claims to be read from; its directory lives as
-/// long as the process.
+/// Returns the path that fuzzed models are loaded as. Its directory is made
+/// on the first call and never removed, so each fuzzing process leaves one
+/// small `onnx-fold-fuzz-*` directory in the system's temporary directory.
 fn model_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {

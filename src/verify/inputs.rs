@@ -25,6 +25,11 @@ pub const DEFAULT_DIM: usize = 8;
 /// Exclusive upper bound of random integer inputs, which are drawn from `0..4`.
 const RANDOM_INT_BOUND: u64 = 4;
 
+/// Largest generated input, in bytes. Verification holds the input and the
+/// activations of two models at once, so a larger input would rather exhaust
+/// memory (or abort on a failed allocation) than verify anything.
+const MAX_INPUT_BYTES: usize = 1 << 31;
+
 /// Failure to build the input set for a model.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -99,8 +104,8 @@ pub enum InputError {
     #[error("input `{input}` of model `{model}` declares no shape; give a tensor or a shape override for it")]
     MissingShape { model: String, input: String },
 
-    /// The shape has more elements than fit in memory.
-    #[error("input `{input}` of model `{model}` would have shape {shape:?}, which is too large to allocate; give a smaller shape override")]
+    /// The shape needs more than `MAX_INPUT_BYTES` bytes.
+    #[error("input `{input}` of model `{model}` would have shape {shape:?}, more than the {} GiB allowed for a generated input; give a smaller shape override or skip verification", MAX_INPUT_BYTES >> 30)]
     ShapeTooLarge {
         model: String,
         input: String,
@@ -461,7 +466,7 @@ fn random_input(
         .try_fold(spec.datum_type.size_of(), |bytes, &dim| {
             bytes.checked_mul(dim)
         });
-    if bytes.is_none_or(|bytes| bytes > isize::MAX as usize) {
+    if bytes.is_none_or(|bytes| bytes > MAX_INPUT_BYTES) {
         return Err(InputError::ShapeTooLarge {
             model: binder.model.clone(),
             input: spec.name.clone(),
@@ -1000,6 +1005,22 @@ mod tests {
         let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
 
         assert!(matches!(err, InputError::ShapeTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn shape_over_input_limit_rejected() {
+        // 2^31 float32 elements take 8 GiB: the shape fits in memory
+        // arithmetic but is over MAX_INPUT_BYTES.
+        let specs = [spec("x", DatumType::F32, vec![Dim::Unknown, Dim::Unknown])];
+        let request = InputRequest {
+            shapes: vec![format!("x=8,{}", 1u64 << 28).parse().unwrap()],
+            ..Default::default()
+        };
+
+        let err = build_inputs_for_specs("m", &specs, &request).unwrap_err();
+
+        assert!(matches!(err, InputError::ShapeTooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("2 GiB"), "{err}");
     }
 
     #[test]

@@ -289,7 +289,10 @@ pub(crate) fn onnx_type_name(code: i32) -> String {
 /// tract 0.23 still panics on some malformed inputs (`unimplemented!` in its
 /// tensor loader, for one), so the call is wrapped in `catch_unwind`.
 pub(crate) fn call_tract<T>(call: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
-    match panic::catch_unwind(AssertUnwindSafe(call)) {
+    INSIDE_TRACT_CALL.with(|inside| inside.set(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(call));
+    INSIDE_TRACT_CALL.with(|inside| inside.set(false));
+    match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(tract_error_line(&err)),
         Err(payload) => Err(format!(
@@ -297,6 +300,16 @@ pub(crate) fn call_tract<T>(call: impl FnOnce() -> TractResult<T>) -> Result<T, 
             panic_message(payload.as_ref())
         )),
     }
+}
+
+thread_local! {
+    static INSIDE_TRACT_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Returns true while this thread runs a tract call whose panics are caught
+/// and turned into errors, so that a panic hook can stay quiet about them.
+pub fn inside_tract_call() -> bool {
+    INSIDE_TRACT_CALL.with(|inside| inside.get())
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -45,7 +45,7 @@ pub use inputs::{
     InputSet, InputValue, ParseShapeError, ShapeOrigin, ShapeOverride, DEFAULT_BATCH_DIM,
     DEFAULT_DIM, DEFAULT_SEED,
 };
-pub use load::{load_model, tract_error_line, Dim, InputSpec, LoadError, LoadedModel};
+pub use load::{inside_tract_call, load_model, tract_error_line, Dim, InputSpec, LoadError, LoadedModel};
 pub use run::{
     bench_model, prepare_model, run_model, BenchResult, PlanKind, PreparedModel, RunError,
 };

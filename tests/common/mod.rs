@@ -71,15 +71,27 @@ pub fn convs(graph: &GraphProto) -> Vec<&NodeProto> {
 /// outputs with onnxruntime's expected outputs. Returns the worst relative error.
 pub fn assert_matches_expected(model: &ModelProto, fixture_name: &str, tolerance: Option<Tolerance>) -> f64 {
     let fixture_dir = repo_path(&format!("fixtures/{fixture_name}"));
-    compare_with_expected(model, fixture_name, &fixture_dir, tolerance)
+    compare_with_expected(model, fixture_name, &fixture_dir, tolerance, None)
+}
+
+/// Like [`assert_matches_expected`] on one test data set only.
+pub fn assert_data_set_matches(model: &ModelProto, fixture_name: &str, data_set: &str) -> f64 {
+    let fixture_dir = repo_path(&format!("fixtures/{fixture_name}"));
+    compare_with_expected(model, fixture_name, &fixture_dir, None, Some(data_set))
 }
 
 /// Like [`assert_matches_expected`], for a model whose external data is in `model_dir`.
 pub fn assert_matches_expected_at(model: &ModelProto, fixture_name: &str, model_dir: &Path) -> f64 {
-    compare_with_expected(model, fixture_name, model_dir, None)
+    compare_with_expected(model, fixture_name, model_dir, None, None)
 }
 
-fn compare_with_expected(model: &ModelProto, fixture_name: &str, model_dir: &Path, tolerance: Option<Tolerance>) -> f64 {
+fn compare_with_expected(
+    model: &ModelProto,
+    fixture_name: &str,
+    model_dir: &Path,
+    tolerance: Option<Tolerance>,
+    only: Option<&str>,
+) -> f64 {
     let bytes = model::encode(model);
     let fixture_dir = repo_path(&format!("fixtures/{fixture_name}"));
     let loaded = verify::load_model(fixture_name, &bytes, Some(model_dir)).unwrap();
@@ -90,6 +102,7 @@ fn compare_with_expected(model: &ModelProto, fixture_name: &str, model_dir: &Pat
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("test_data_set_"))
+        .filter(|path| only.is_none_or(|name| path.ends_with(name)))
         .collect();
     data_sets.sort();
     assert!(!data_sets.is_empty(), "fixture {fixture_name} has no test data");

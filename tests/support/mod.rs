@@ -19,19 +19,19 @@ pub const FLOAT: i32 = DataType::Float as i32;
 /// ONNX `TensorProto.DataType` code of float16.
 pub const FLOAT16: i32 = DataType::Float16 as i32;
 
-/// A float32 tensor stored little-endian in `raw_data`.
+/// Builds a float32 tensor stored little-endian in `raw_data`.
 pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
     raw_tensor(name, FLOAT, dims, raw)
 }
 
-/// A float16 tensor stored little-endian in `raw_data`, rounded from `values`.
+/// Builds a float16 tensor stored little-endian in `raw_data`, rounded from `values`.
 pub fn f16_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     let raw: Vec<u8> = values.iter().flat_map(|&value| f16::from_f32(value).to_le_bytes()).collect();
     raw_tensor(name, FLOAT16, dims, raw)
 }
 
-/// A tensor with the given type code, dims and raw bytes, consistent or not.
+/// Builds a tensor with the given type code, dims and raw bytes, consistent or not.
 pub fn raw_tensor(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> TensorProto {
     TensorProto {
         name: Some(name.to_string()),
@@ -42,7 +42,7 @@ pub fn raw_tensor(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> Ten
     }
 }
 
-/// A tensor value with fixed dims, or with no shape when `dims` is `None`.
+/// Builds a tensor value with fixed dims, or with no shape when `dims` is `None`.
 pub fn value_info(name: &str, elem_type: i32, dims: Option<&[i64]>) -> ValueInfoProto {
     let shape = dims.map(|dims| TensorShapeProto {
         dim: dims
@@ -66,7 +66,7 @@ pub fn value_info(name: &str, elem_type: i32, dims: Option<&[i64]>) -> ValueInfo
     }
 }
 
-/// A node of the default ONNX domain.
+/// Builds a node of the default ONNX domain.
 pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
         name: Some(name.to_string()),
@@ -77,7 +77,7 @@ pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> Nod
     }
 }
 
-/// An integer-list attribute such as `kernel_shape` or `strides`.
+/// Builds an integer-list attribute such as `kernel_shape` or `strides`.
 pub fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
@@ -87,7 +87,7 @@ pub fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
     }
 }
 
-/// A graph-valued attribute such as an If branch.
+/// Builds a graph-valued attribute such as an If branch.
 pub fn graph_attribute(name: &str, graph: GraphProto) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
@@ -111,7 +111,8 @@ pub fn model(graph: GraphProto) -> ModelProto {
     }
 }
 
-/// Deterministic values spread over [-1, 1), from a seed; not a statistical generator.
+/// Returns deterministic values spread over [-1, 1) from a seed (xorshift, not
+/// a statistical generator).
 pub fn spread_values(count: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..count)
@@ -124,7 +125,7 @@ pub fn spread_values(count: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// A Conv1d chain `x [1, channels[0], 6] -> ... -> y` of pointwise Convs
+/// Builds a Conv1d chain `x [1, channels[0], 6] -> ... -> y` of pointwise Convs
 /// named `conv_0`, `conv_1`, ... with float32 weights `w_k` and biases `b_k`.
 /// Intermediate values are `h_k`.
 pub fn conv1d_chain(channels: &[i64]) -> GraphProto {
