@@ -126,10 +126,13 @@ fn verdict(status: &VerificationStatus, mode: VerifyMode) -> Result<(), Failure>
             verification.comparison
         ))),
         VerificationStatus::Failed(verification) => {
-            let reference = verification.reference.as_ref().map(ToString::to_string).unwrap_or_default();
+            let (source, lines) = match &verification.reference {
+                Some(reference) => (reference.expected_model.clone(), reference.to_string()),
+                None => ("--inputs".to_string(), String::new()),
+            };
             Err(Failure::Verification(format!(
-                "the original model's outputs differ from the expected outputs given with --inputs, so nothing was \
-                 written; check that those files belong to this model:\n{reference}"
+                "the original model's outputs differ from the expected outputs in {source}, so nothing was \
+                 written; check that those files belong to this model:\n{lines}"
             )))
         }
         VerificationStatus::NotVerified { reason, .. } if mode == VerifyMode::Require => Err(Failure::Verification(format!(
@@ -161,10 +164,58 @@ fn verify_fold(args: &FoldArgs, model: &Model, folded: &Bytes, report: &FoldRepo
         bytes: folded.clone(),
         dir: model.dir(),
     };
-    run_with_timeout(original, folded, &args.inputs)
+    verify_each_data_set(original, folded, &args.inputs)
+}
+
+/// Verifies once per `test_data_set_N` of `--inputs DIR` (or once, without
+/// such a directory) and returns the first result that did not pass, else
+/// the last one.
+fn verify_each_data_set(original: OwnedSource, other: OwnedSource, args: &InputArgs) -> Result<VerificationStatus, Failure> {
+    let data_sets = match &args.inputs_dir {
+        Some(dir) => data_set_dirs(dir),
+        None => vec![None],
+    };
+    let mut last = None;
+    for data_set in data_sets {
+        let mut data_set_args = args.clone();
+        if let Some(dir) = &data_set {
+            log::info!("verifying on {}", dir.display());
+            data_set_args.inputs_dir = Some(dir.clone());
+        }
+        let status = run_with_timeout(original.clone(), other.clone(), &data_set_args)?;
+        if !matches!(status, VerificationStatus::Passed(_)) {
+            return Ok(status);
+        }
+        last = Some(status);
+    }
+    Ok(last.unwrap_or(VerificationStatus::Skipped {
+        reason: "no test data set was found".to_string(),
+    }))
+}
+
+/// Lists the `test_data_set_N` directories of `dir` in order of N, or `dir`
+/// itself when it has none.
+fn data_set_dirs(dir: &Path) -> Vec<Option<PathBuf>> {
+    let mut numbered: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .filter_map(|path| {
+            let number = path.file_name()?.to_str()?.strip_prefix("test_data_set_")?.parse().ok()?;
+            Some((number, path))
+        })
+        .collect();
+    numbered.sort();
+    if numbered.is_empty() {
+        return vec![Some(dir.to_path_buf())];
+    }
+    numbered.into_iter().map(|(_, path)| Some(path)).collect()
 }
 
 /// An encoded model that a verification thread can own.
+#[derive(Clone)]
 struct OwnedSource {
     label: String,
     bytes: Bytes,
@@ -313,7 +364,7 @@ pub fn compare(args: &CompareArgs, quiet: bool) -> Result<(), Failure> {
         dir: actual.dir(),
     };
 
-    let status = run_with_timeout(expected_source, actual_source, &args.inputs)?;
+    let status = verify_each_data_set(expected_source, actual_source, &args.inputs)?;
     if !quiet {
         summary::print_verification(&status);
     }

@@ -458,3 +458,23 @@ fn new_output_follows_umask() {
     assert!(status.success());
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn every_data_set_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = temp_out(&dir, "out.onnx");
+    let source = repo_path("fixtures/chain1d_bias_all/test_data_set_0");
+    for (set, expected) in [("test_data_set_0", source.join("output_0.pb")), ("test_data_set_1", repo_path("fixtures/bottleneck/test_data_set_0/output_0.pb"))] {
+        let data = dir.path().join("data").join(set);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::copy(source.join("input_0.pb"), data.join("input_0.pb")).unwrap();
+        std::fs::copy(expected, data.join("output_0.pb")).unwrap();
+    }
+
+    // Only test_data_set_1 has wrong expected outputs; it used to be ignored.
+    let output = onnx_fold(&[path_str(&fixture("chain1d_bias_all")), path_str(&out), "--inputs", path_str(&dir.path().join("data"))]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
+    assert!(text(&output.stderr).contains("test_data_set_1"), "{}", text(&output.stderr));
+    assert!(!out.exists());
+}
