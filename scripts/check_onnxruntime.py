@@ -56,7 +56,9 @@ def compare(name, original, folded, feeds):
 
 
 def fold(binary, source, target):
-    result = subprocess.run([binary, source, target, "-q"], capture_output=True, text=True)
+    # tract's optimizer does not finish on the Scan fixture; the time limit
+    # keeps this check short, and onnxruntime checks that model here instead.
+    result = subprocess.run([binary, source, target, "-q", "--verify-timeout", "20"], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"onnx-fold {source} failed with {result.returncode}: {result.stderr}")
 

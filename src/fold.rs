@@ -66,11 +66,13 @@ pub fn fold_model(model: &mut ModelProto, external: &ExternalData, options: &Fol
         .ok_or_else(|| Error::Internal("the model has no graph".to_string()))?;
     let conv_count_before = count_convs(graph);
     let invariants_before = Invariants::of(model);
+    let ambiguous = crate::graph::names_defined_twice(model);
 
     let mut planner = Planner {
         options,
         external,
         names: NameGenerator::for_model(model),
+        ambiguous: &ambiguous,
         folds: Vec::new(),
         report: FoldReport {
             policy: options.policy,
@@ -97,15 +99,20 @@ struct Planner<'o> {
     options: &'o FoldOptions,
     external: &'o ExternalData,
     names: NameGenerator,
+    ambiguous: &'o std::collections::HashSet<String>,
     folds: Vec<PreparedFold>,
     report: FoldReport,
 }
 
-impl Planner<'_> {
-    fn visit<'a>(&mut self, graph: &'a GraphProto, parent: Option<&'a Scope<'a>>, path: Vec<GraphStep>, label: String) -> Result<()> {
+impl<'o> Planner<'o> {
+    fn visit<'a>(&mut self, graph: &'a GraphProto, parent: Option<&'a Scope<'a>>, path: Vec<GraphStep>, label: String) -> Result<()>
+    where
+        'o: 'a,
+    {
         let scope = Scope {
             index: GraphIndex::new(graph),
             parent,
+            ambiguous: self.ambiguous,
         };
 
         let found = find_chains(&scope, &label)?;

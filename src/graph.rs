@@ -135,6 +135,8 @@ pub struct Constant<'a> {
 pub struct Scope<'a> {
     pub index: GraphIndex<'a>,
     pub parent: Option<&'a Scope<'a>>,
+    /// Names that more than one graph of the model defines (see [`names_defined_twice`]).
+    pub ambiguous: &'a HashSet<String>,
 }
 
 impl<'a> Scope<'a> {
@@ -144,27 +146,20 @@ impl<'a> Scope<'a> {
     /// list every initializer as an input, so a caller may override it), and a
     /// name defined in this graph shadows the enclosing graphs.
     pub fn resolve_constant(&self, name: &str) -> Result<Constant<'a>, String> {
+        if self.ambiguous.contains(name) {
+            return Err(format!(
+                "'{name}' is defined in more than one graph of the model; engines disagree on which one a node reads"
+            ));
+        }
         let mut scope = self;
         let mut depth = 0;
         loop {
             if let Some(found) = scope.resolve_here(name, depth) {
-                if found.is_ok() && scope.parent.is_some_and(|parent| parent.defines(name)) {
-                    return Err(format!(
-                        "'{name}' is defined in this graph and in an enclosing one; engines disagree on which one a node reads"
-                    ));
-                }
                 return found;
             }
             scope = scope.parent.ok_or_else(|| format!("'{name}' is not defined in the graph"))?;
             depth += 1;
         }
-    }
-
-    /// Returns true if this graph or an enclosing one defines `name`.
-    fn defines(&self, name: &str) -> bool {
-        let index = &self.index;
-        let here = index.producer.contains_key(name) || index.graph_inputs.contains(name) || index.initializers.contains_key(name);
-        here || self.parent.is_some_and(|parent| parent.defines(name))
     }
 
     fn resolve_here(&self, name: &str, depth: usize) -> Option<Result<Constant<'a>, String>> {
@@ -201,6 +196,40 @@ impl<'a> Scope<'a> {
                 source: ConstantSource::Initializer { depth },
             })
         })
+    }
+}
+
+/// Returns the value names that more than one graph of the model defines as
+/// an input, an initializer or a node output.
+///
+/// The ONNX IR forbids a subgraph to reuse an outer name, but onnx.checker
+/// accepts it, and engines then disagree: onnxruntime 1.31 reads the outer
+/// initializer where tract 0.23 reads the inner one, and which one it picks
+/// can change when another graph stops reading the name. A weight with such a
+/// name is never folded.
+pub fn names_defined_twice(model: &crate::onnx::ModelProto) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut twice = HashSet::new();
+    if let Some(graph) = &model.graph {
+        collect_definitions(graph, &mut seen, &mut twice);
+    }
+    twice
+}
+
+fn collect_definitions(graph: &GraphProto, seen: &mut HashSet<String>, twice: &mut HashSet<String>) {
+    let mut here: HashSet<&str> = graph.input.iter().map(|value| value.name()).collect();
+    here.extend(graph.initializer.iter().map(|tensor| tensor.name()));
+    here.extend(graph.node.iter().flat_map(|node| node.output.iter().map(String::as_str)));
+    here.remove("");
+    for name in here {
+        if !seen.insert(name.to_string()) {
+            twice.insert(name.to_string());
+        }
+    }
+    for node in &graph.node {
+        for subgraph in subgraphs(node) {
+            collect_definitions(subgraph, seen, twice);
+        }
     }
 }
 

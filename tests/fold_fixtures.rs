@@ -377,17 +377,14 @@ fn shadowed_weight_left_alone() {
     let folded = fold_file(&fixture("shadowed_weight"), Policy::Cheaper);
 
     let report = &folded.report;
+    let blocked: Vec<&str> = report.blocked_links.iter().map(|link| link.to.as_str()).collect();
 
-    assert_eq!(report.chains.len(), 1);
-    assert_eq!(report.chains[0].graph, "main/if_node/else_branch");
-    assert_eq!(report.blocked_links.len(), 1);
-    assert_eq!(report.blocked_links[0].to, "then_conv_b");
-    assert!(report.blocked_links[0].reason.contains("defined in this graph and in an enclosing one"));
-    assert_eq!(report.conv_count_after, 3);
-    // Data set 1 runs the folded else-branch. In the then-branch tract reads
-    // the inner 'w2' and onnxruntime the outer one, so they disagree on the
-    // original model itself: that ambiguity is why the chain is left alone.
-    assert_data_set_matches(&folded.proto, "shadowed_weight", "test_data_set_1");
+    // Both chains read a 'w2' that two graphs define. Folding even the
+    // else-branch made onnxruntime 1.31 switch which 'w2' the then-branch reads.
+    assert!(report.chains.is_empty());
+    assert_eq!(blocked, ["else_conv_b", "then_conv_b"]);
+    assert!(report.blocked_links.iter().all(|link| link.reason.contains("defined in more than one graph of the model")));
+    assert_eq!(folded.proto, folded.original.proto);
 }
 
 #[test]
