@@ -3,7 +3,7 @@
 //!
 //! cargo run --release --example fold_and_compare -- fixtures/seed/model.onnx /tmp/seed_folded.onnx
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use onnx_fold::verify::VerifyOptions;
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(input: &PathBuf, output: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+fn run(input: &Path, output: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let original = onnx_fold::load(input)?;
     let mut folded = onnx_fold::load(input)?;
 

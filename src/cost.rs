@@ -51,7 +51,7 @@ pub fn total_macs(layers: &[LayerCost], segments: &[Range<usize>]) -> u64 {
 /// Splits a chain into consecutive segments, each to become one Conv.
 pub fn segments(layers: &[LayerCost], policy: Policy) -> Vec<Range<usize>> {
     match policy {
-        Policy::Always => vec![0..layers.len()],
+        Policy::Always => std::iter::once(0..layers.len()).collect(),
         Policy::Cheaper => cheapest_segments(layers),
     }
 }

@@ -397,3 +397,26 @@ fn scan_body_chain_folded() {
     assert_eq!(chain.decision, Decision::Folded);
     assert!(chain.segments[0].check.as_ref().unwrap().passed);
 }
+
+#[test]
+fn ir3_fused_weights_are_constant_nodes() {
+    // IR < 4 lists every initializer as a graph input, which would make the
+    // fused weights overridable, so they become Constant nodes instead.
+    let mut model = onnx_fold::model::load(&fixture("constant_weights")).unwrap();
+    model.proto.ir_version = Some(3);
+
+    let report = onnx_fold::fold(&mut model, &FoldOptions::default()).unwrap();
+
+    let graph = graph(&model.proto);
+    let constants: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|node| node.op_type() == "Constant")
+        .map(|node| node.output[0].as_str())
+        .collect();
+    assert_eq!(report.links_folded(), 1);
+    assert!(graph.initializer.is_empty());
+    assert_eq!(constants, ["conv_b_folded_W", "conv_b_folded_B"]);
+    assert_eq!(graph.node.last().unwrap().name(), "conv_b_folded");
+    assert_matches_expected(&model.proto, "constant_weights", None);
+}
