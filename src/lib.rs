@@ -9,7 +9,7 @@
 //! - [`plan`] finds chains and the guard that stops each other link;
 //! - [`cost`] picks the segmentation of a chain with the fewest MACs;
 //! - [`compose`] is the weight math, `W = W2 · W1`, `b = W2 · b1 + b2`;
-//! - [`fold`] runs the pass and [`apply`] changes the model in one place;
+//! - [`mod@fold`] runs the pass and [`apply`] changes the model in one place;
 //! - [`verify`] runs models in tract and compares their outputs.
 //!
 //! # Using onnx-fold in a regression test
