@@ -38,6 +38,24 @@ pub fn collect_reads(graph: &GraphProto, reads: &mut HashSet<String>) {
     reads.extend(graph.output.iter().map(|output| output.name().to_string()));
 }
 
+/// Returns the names a graph and its nested graphs read from enclosing
+/// graphs: what they read less what they define themselves.
+pub fn outer_reads(graph: &GraphProto) -> HashSet<String> {
+    let mut defined: HashSet<&str> = graph.input.iter().map(|value| value.name()).collect();
+    defined.extend(graph.initializer.iter().map(|tensor| tensor.name()));
+    defined.extend(graph.node.iter().flat_map(|node| node.output.iter().map(String::as_str)));
+
+    let mut reads: HashSet<String> = graph.output.iter().map(|value| value.name().to_string()).collect();
+    for node in &graph.node {
+        reads.extend(node.input.iter().filter(|name| !name.is_empty()).cloned());
+        for subgraph in subgraphs(node) {
+            reads.extend(outer_reads(subgraph));
+        }
+    }
+    reads.retain(|name| !defined.contains(name.as_str()));
+    reads
+}
+
 /// Where a value is consumed: the node index and the input slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Use {

@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::external::{self, ExternalData};
-use crate::graph::{collect_reads, node_label, subgraphs};
+use crate::graph::{node_label, outer_reads, subgraphs};
 use crate::onnx::{GraphProto, ModelProto};
 
 /// A model and where it came from.
@@ -142,7 +142,7 @@ fn topological_order(graph: &GraphProto, label: &str) -> std::result::Result<Vec
     for (index, node) in graph.node.iter().enumerate() {
         let mut reads: HashSet<String> = node.input.iter().filter(|name| !name.is_empty()).cloned().collect();
         for subgraph in subgraphs(node) {
-            collect_reads(subgraph, &mut reads);
+            reads.extend(outer_reads(subgraph));
         }
         let sources: HashSet<usize> = reads.iter().filter_map(|name| producer.get(name.as_str()).copied()).collect();
         for source in sources {
@@ -422,5 +422,92 @@ fn invalid(path: &Path, reason: String) -> Error {
     Error::InvalidModel {
         path: path.to_path_buf(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::{AttributeProto, NodeProto, ValueInfoProto};
+
+    fn value(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn node(op_type: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: Some(op_type.to_string()),
+            input: inputs.iter().map(|name| name.to_string()).collect(),
+            output: outputs.iter().map(|name| name.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn model_bytes(graph: GraphProto) -> Bytes {
+        let model = ModelProto {
+            ir_version: Some(8),
+            graph: Some(graph),
+            ..Default::default()
+        };
+        Bytes::from(model.encode_to_vec())
+    }
+
+    #[test]
+    fn unsorted_graph_is_sorted() {
+        let graph = GraphProto {
+            node: vec![node("Relu", &["a"], &["y"]), node("Neg", &["x"], &["a"])],
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        };
+
+        let model = load_bytes(model_bytes(graph), Path::new("m.onnx")).unwrap();
+
+        let order: Vec<&str> = model.proto.graph.as_ref().unwrap().node.iter().map(|node| node.op_type()).collect();
+        assert_eq!(order, ["Neg", "Relu"]);
+    }
+
+    #[test]
+    fn cycle_is_rejected() {
+        let graph = GraphProto {
+            node: vec![node("Relu", &["b"], &["a"]), node("Neg", &["a"], &["b"])],
+            output: vec![value("b")],
+            ..Default::default()
+        };
+
+        let error = load_bytes(model_bytes(graph), Path::new("m.onnx")).err().unwrap().to_string();
+
+        assert!(error.contains("cycle"), "{error}");
+    }
+
+    #[test]
+    fn branch_output_named_like_if_output() {
+        // The branch defines "y" itself; it does not read the If's output.
+        let branch = GraphProto {
+            node: vec![node("Identity", &["x"], &["y"])],
+            output: vec![value("y")],
+            ..Default::default()
+        };
+        let mut if_node = node("If", &["cond"], &["y"]);
+        for name in ["then_branch", "else_branch"] {
+            if_node.attribute.push(AttributeProto {
+                name: Some(name.to_string()),
+                g: Some(branch.clone()),
+                ..Default::default()
+            });
+        }
+        let graph = GraphProto {
+            node: vec![if_node],
+            input: vec![value("x"), value("cond")],
+            output: vec![value("y")],
+            ..Default::default()
+        };
+
+        let loaded = load_bytes(model_bytes(graph), Path::new("m.onnx"));
+
+        assert!(loaded.is_ok(), "{:?}", loaded.err().map(|error| error.to_string()));
     }
 }

@@ -26,8 +26,8 @@ use prost::Message;
 use proptest::prelude::*;
 use support::*;
 
-/// Cases of the tract property: 6000 took 26 s and 10000 took 61 s in release
-/// mode on 2 cores with a fuzzer on the other core, so this stays under a minute.
+/// Cases of the tract property: 8000 took 32 s in release mode on a 2-core
+/// machine, and 10000 took 61 s with a fuzzer busy on the other core.
 const TRACT_CASES: u32 = 8000;
 
 /// Cases of the structural property, which runs no model.
