@@ -11,9 +11,8 @@
 //! to bfloat16 is covered by a looser tolerance.
 
 use crate::fold::FoldCandidate;
-use crate::onnx::tensor_shape_proto::{dimension::Value, Dimension};
-use crate::onnx::type_proto::{Tensor as TensorType, Value as TypeValue};
-use crate::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
+use crate::graph::tensor_value_info;
+use crate::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use crate::report::FoldCheck;
 use crate::tensor::{encode, rounded, FloatType, Weights};
 use crate::verify::{verify_models, ModelSource, Tolerance, VerifyOptions};
@@ -176,8 +175,8 @@ fn small_model(node: Vec<NodeProto>, initializer: Vec<crate::onnx::TensorProto>,
         name: Some("fold_check".to_string()),
         node,
         initializer,
-        input: vec![value_info("x", elem, Some(input_dims))],
-        output: vec![value_info("y", elem, None)],
+        input: vec![tensor_value_info("x", elem, Some(input_dims))],
+        output: vec![tensor_value_info("y", elem, None)],
         ..Default::default()
     };
     let model = ModelProto {
@@ -190,27 +189,4 @@ fn small_model(node: Vec<NodeProto>, initializer: Vec<crate::onnx::TensorProto>,
         ..Default::default()
     };
     crate::model::encode(&model)
-}
-
-fn value_info(name: &str, elem: i32, dims: Option<&[i64]>) -> ValueInfoProto {
-    let shape = dims.map(|dims| TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&dim| Dimension {
-                value: Some(Value::DimValue(dim)),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(TensorType {
-                elem_type: Some(elem),
-                shape,
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use crate::onnx::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::tensor_shape_proto::{dimension, Dimension};
+use crate::onnx::type_proto::{Tensor as TensorType, Value as TypeValue};
+use crate::onnx::{GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use crate::tensor::constant_node_value;
 
 /// Returns true for an operator of the default ONNX domain with the given type.
@@ -54,6 +56,31 @@ pub fn outer_reads(graph: &GraphProto) -> HashSet<String> {
     }
     reads.retain(|name| !defined.contains(name.as_str()));
     reads
+}
+
+/// Builds the `ValueInfoProto` of a tensor of element type `elem`, with
+/// fixed dims, or with no shape when `dims` is `None`.
+pub fn tensor_value_info(name: &str, elem: i32, dims: Option<&[i64]>) -> ValueInfoProto {
+    let shape = dims.map(|dims| TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&dim| Dimension {
+                value: Some(dimension::Value::DimValue(dim)),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TensorType {
+                elem_type: Some(elem),
+                shape,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Where a value is consumed: the node index and the input slot.

@@ -7,10 +7,8 @@ use bytes::Bytes;
 use half::f16;
 use onnx_fold::onnx::attribute_proto::AttributeType;
 use onnx_fold::onnx::tensor_proto::DataType;
-use onnx_fold::onnx::tensor_shape_proto::{dimension::Value as DimValue, Dimension};
-use onnx_fold::onnx::type_proto::{Tensor as TensorType, Value as TypeValue};
 use onnx_fold::onnx::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
 };
 
 /// ONNX `TensorProto.DataType` code of float32.
@@ -42,29 +40,7 @@ pub fn raw_tensor(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> Ten
     }
 }
 
-/// Builds a tensor value with fixed dims, or with no shape when `dims` is `None`.
-pub fn value_info(name: &str, elem_type: i32, dims: Option<&[i64]>) -> ValueInfoProto {
-    let shape = dims.map(|dims| TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&dim| Dimension {
-                value: Some(DimValue::DimValue(dim)),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(TensorType {
-                elem_type: Some(elem_type),
-                shape,
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+pub use onnx_fold::graph::tensor_value_info as value_info;
 
 /// Builds a node of the default ONNX domain.
 pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
