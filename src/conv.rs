@@ -88,7 +88,7 @@ pub struct ConvCandidate<'a> {
     pub attributes: ConvAttributes,
 }
 
-/// Why a Conv cannot take part in a fold.
+/// The reason a Conv cannot take part in a fold.
 pub enum Rejection {
     /// A legal model that onnx-fold leaves alone (a weight that is not constant).
     NotFoldable(String),

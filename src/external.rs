@@ -28,14 +28,14 @@ struct Reference {
 }
 
 impl ExternalData {
-    /// A resolver for a model read from `model_dir`.
+    /// Creates a resolver for a model read from `model_dir`.
     pub fn new(model_dir: &Path) -> Self {
         ExternalData {
             model_dir: Some(model_dir.to_path_buf()),
         }
     }
 
-    /// A resolver for a model without a directory: every external tensor is an error.
+    /// Creates a resolver for a model without a directory, for which every external tensor is an error.
     pub fn none() -> Self {
         ExternalData { model_dir: None }
     }

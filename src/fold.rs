@@ -191,8 +191,8 @@ impl<'o> Planner<'o> {
     }
 
     /// Decodes and composes a segment's weights and builds its fused Conv.
-    /// The inner `Err` is why the segment cannot be fused, such as a fused
-    /// weight too large for one protobuf; the segment is then left alone.
+    /// The inner `Err` says why the segment cannot be fused (a fused weight
+    /// too large for one protobuf, say), and the segment is then left alone.
     fn prepare(&mut self, segment: &[ConvCandidate], path: &[GraphStep]) -> Result<Result<PreparedFold, String>> {
         let mut originals = Vec::with_capacity(segment.len());
         for conv in segment {
@@ -269,7 +269,7 @@ fn layer_cost(conv: &ConvCandidate) -> LayerCost {
     }
 }
 
-/// The fused Conv: the first Conv's attributes (group 1 once made dense),
+/// Builds the fused Conv: the first Conv's attributes (group 1 once made dense),
 /// its input X, the new weight and bias, and the last Conv's output.
 fn fused_node(segment: &[ConvCandidate], name: &str, weight: &str, bias: Option<&str>) -> NodeProto {
     let first = &segment[0];

@@ -83,7 +83,7 @@ pub fn tensor_value_info(name: &str, elem: i32, dims: Option<&[i64]>) -> ValueIn
     }
 }
 
-/// Where a value is consumed: the node index and the input slot.
+/// A use of a value: the consuming node's index and its input slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Use {
     pub node: usize,
@@ -161,7 +161,7 @@ impl<'a> GraphIndex<'a> {
     }
 }
 
-/// Where a constant comes from, so that it can be removed once unused.
+/// The origin of a constant, so that it can be removed once unused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConstantSource {
     /// An initializer of the graph at this depth (0 = the resolving graph, 1 = its parent, ...).
@@ -248,10 +248,10 @@ impl<'a> Scope<'a> {
 /// an input, an initializer or a node output.
 ///
 /// The ONNX IR forbids a subgraph to reuse an outer name, but onnx.checker
-/// accepts it, and engines then disagree: onnxruntime 1.31 reads the outer
-/// initializer where tract 0.23 reads the inner one, and which one it picks
-/// can change when another graph stops reading the name. A weight with such a
-/// name is never folded.
+/// accepts it. Engines then disagree: onnxruntime 1.31 reads the outer
+/// initializer where tract 0.23 reads the inner one. Which one onnxruntime
+/// picks can also change when another graph stops reading the name, so a
+/// weight with such a name is never folded.
 pub fn names_defined_twice(model: &crate::onnx::ModelProto) -> HashSet<String> {
     let mut seen = HashSet::new();
     let mut twice = HashSet::new();

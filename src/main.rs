@@ -37,9 +37,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Keeps the default panic message for panics of onnx-fold itself, but logs
-/// the tract panics that verification catches and reports as errors only at
-/// debug level: a pipeline that greps stderr for "panicked" sees real ones only.
+/// Keeps the default panic message for panics of onnx-fold itself. The tract
+/// panics that verification catches and reports as errors are logged at debug
+/// level only, so a pipeline that greps stderr for "panicked" finds real ones.
 fn quiet_caught_tract_panics() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -31,7 +31,7 @@ pub struct Model {
 }
 
 impl Model {
-    /// The encoded model: the original bytes when nothing changed.
+    /// Encodes the model, or returns the original bytes when nothing changed.
     pub fn to_bytes(&self) -> Vec<u8> {
         if self.changed {
             encode(&self.proto)
@@ -46,12 +46,12 @@ impl Model {
         save(&self.to_bytes(), &self.proto, &self.dir(), out)
     }
 
-    /// The directory that external data locations are relative to.
+    /// Returns the directory that external data locations are relative to.
     pub fn dir(&self) -> PathBuf {
         model_dir(&self.path)
     }
 
-    /// A resolver for this model's external data.
+    /// Returns a resolver for this model's external data.
     pub fn external_data(&self) -> ExternalData {
         ExternalData::new(&self.dir())
     }

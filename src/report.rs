@@ -1,4 +1,4 @@
-//! What a fold did and why, as printed in the summary and written as JSON by
+//! The record of a fold's decisions and their reasons, as printed in the summary and written as JSON by
 //! `--report`. The JSON schema is described in docs/report.md; bump
 //! `REPORT_VERSION` when a field changes meaning or goes away.
 
@@ -54,7 +54,7 @@ impl FoldReport {
     }
 }
 
-/// What happened to a chain.
+/// The decision on a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -94,7 +94,7 @@ pub struct SegmentReport {
     pub macs_after: u64,
     /// The per-fold check of this segment, when one ran.
     pub check: Option<FoldCheck>,
-    /// Why a segment the policy chose was not fused, other than a failed check.
+    /// The reason a segment the policy chose was not fused, other than a failed check.
     pub not_folded: Option<String>,
 }
 

@@ -38,7 +38,7 @@ impl FloatType {
         }
     }
 
-    /// The ONNX `TensorProto.DataType` code.
+    /// Returns the ONNX `TensorProto.DataType` code.
     pub fn onnx(self) -> i32 {
         let data_type = match self {
             FloatType::F16 => DataType::Float16,

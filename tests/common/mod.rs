@@ -62,7 +62,7 @@ pub fn graph(model: &ModelProto) -> &GraphProto {
     model.graph.as_ref().unwrap()
 }
 
-/// The Conv nodes of a graph, not counting subgraphs.
+/// Returns the Conv nodes of a graph, not counting subgraphs.
 pub fn convs(graph: &GraphProto) -> Vec<&NodeProto> {
     graph.node.iter().filter(|node| node.op_type() == "Conv").collect()
 }
