@@ -1,6 +1,6 @@
-//! The record of a fold's decisions and their reasons, as printed in the summary and written as JSON by
-//! `--report`. The JSON schema is described in docs/report.md; bump
-//! `REPORT_VERSION` when a field changes meaning or goes away.
+//! The record of a fold's decisions and their reasons, as printed in the
+//! summary and written as JSON by `--report`. docs/report.md describes the
+//! JSON schema. Bump `REPORT_VERSION` when a field changes meaning or goes away.
 
 use serde::Serialize;
 
