@@ -232,10 +232,16 @@ pub fn save(bytes: &[u8], proto: &ModelProto, source_dir: &Path, out: &Path) -> 
 
 /// Writes through a temporary file in the same directory, then renames it.
 pub fn write_atomically(bytes: &[u8], out: &Path) -> Result<()> {
+    replace_atomically(out, |file| file.write_all(bytes))
+}
+
+/// Fills a temporary file in `out`'s directory, syncs it, gives it the
+/// permissions of the file it replaces, and renames it over `out`.
+fn replace_atomically(out: &Path, fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>) -> Result<()> {
     let dir = model_dir(out);
     let mut file = new_temp_file(&dir)?;
 
-    file.write_all(bytes)
+    fill(file.as_file_mut())
         .and_then(|_| file.as_file().sync_all())
         .map_err(|error| Error::io("cannot write", file.path(), error))?;
     set_permissions(&file, out)?;
@@ -351,18 +357,8 @@ fn provide_data_file(source: &Path, target: &Path) -> Result<()> {
 /// A copy, not a hard link: onnx's checker (1.23) rejects an external data
 /// file with several hard links as a possible hardlink attack.
 fn copy_atomically(source: &Path, target: &Path) -> Result<()> {
-    let dir = model_dir(target);
     let mut reader = fs::File::open(source).map_err(|error| Error::io("cannot read external data", source, error))?;
-    let mut file = new_temp_file(&dir)?;
-
-    std::io::copy(&mut reader, file.as_file_mut())
-        .and_then(|_| file.as_file().sync_all())
-        .map_err(|error| Error::io("cannot write", file.path(), error))?;
-    set_permissions(&file, target)?;
-    file.persist(target)
-        .map_err(|error| Error::io("cannot rename the temporary file to", target, error.error))?;
-    sync_dir(&dir);
-    Ok(())
+    replace_atomically(target, |file| std::io::copy(&mut reader, file).map(|_| ()))
 }
 
 /// Compares two files in chunks, so that multi-gigabyte data files are not read whole.
