@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite as CI does: fetches the pinned real models,
+# Runs the whole test suite as CI does. It fetches the pinned real models,
 # builds once in the release profile (tract is slow unoptimised) and runs
-# every test, checks every folded fixture with onnx.checker and onnxruntime,
-# and checks that the documentation builds without warnings.
+# every test. Then it checks every folded fixture with onnx.checker and
+# onnxruntime, and checks that the documentation builds without warnings.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -140,7 +140,7 @@ fn chain_model(candidate: &FoldCandidate, input_dims: &[i64], run_type: FloatTyp
 }
 
 /// The fused model, with the fused weights rounded to their stored type
-/// first, so that the check sees what the written model will hold.
+/// first, so that the check runs the values the written model will contain.
 fn fused_model(candidate: &FoldCandidate, input_dims: &[i64], run_type: FloatType) -> Vec<u8> {
     let stored = |weights: &Weights| as_type(&rounded(weights), run_type);
     let mut inputs = vec!["x".to_string(), "w".to_string()];

@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn grouped_weight_expanded_densely() {
-        // 4 -> 4 channels in 2 groups: each output sees 2 of the 4 inputs.
+        // 4 -> 4 channels in 2 groups: each output reads 2 of the 4 inputs.
         let grouped = weights(&[4, 2, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
 
         let dense = dense_weight(&grouped, 2).unwrap();

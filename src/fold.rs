@@ -191,7 +191,7 @@ impl<'o> Planner<'o> {
     }
 
     /// Decodes and composes a segment's weights and builds its fused Conv.
-    /// The inner `Err` says why the segment cannot be fused (a fused weight
+    /// The inner `Err` gives the reason the segment cannot be fused (a fused weight
     /// too large for one protobuf, say), and the segment is then left alone.
     fn prepare(&mut self, segment: &[ConvCandidate], path: &[GraphStep]) -> Result<Result<PreparedFold, String>> {
         let mut originals = Vec::with_capacity(segment.len());

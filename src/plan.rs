@@ -14,7 +14,8 @@
 //!    channels are `a`'s output channels.
 //!
 //! The first Conv of a chain keeps its own kernel, strides, pads, dilations
-//! and group; a grouped one is expanded to a dense weight if the chain is folded.
+//! and group. A grouped first Conv is expanded to a dense weight if the chain
+//! is folded.
 
 use std::collections::HashMap;
 
@@ -49,7 +50,8 @@ pub struct GraphChains<'a> {
 /// Finds the chains of the graph in `scope`.
 ///
 /// A malformed Conv that is linked to another Conv is an error, because the
-/// user expects it to be folded; one that is not linked is only reported.
+/// user expects it to be folded. A malformed Conv with no such link is only
+/// reported as skipped.
 pub fn find_chains<'a>(scope: &Scope<'a>, graph_label: &str) -> Result<GraphChains<'a>, Error> {
     let graph = scope.index.graph;
     let mut candidates: HashMap<usize, Result<ConvCandidate<'a>, Rejection>> = HashMap::new();

@@ -210,7 +210,7 @@ fn values_from_typed_fields(tensor: &TensorProto, count: usize, elem: FloatType)
     Ok(values)
 }
 
-/// Builds the tensor that a `Constant` node produces, if it holds a dense one.
+/// Builds the tensor that a `Constant` node produces, if that is a dense tensor.
 ///
 /// Returns `Err` with a reason for the other forms (sparse, string, int lists),
 /// which cannot be a Conv weight.

@@ -537,7 +537,7 @@ mod tests {
 
     use super::*;
     use crate::verify::npy::tests::npy_bytes;
-    use crate::verify::test_models;
+    use crate::verify::test_models::{self, values_f32};
 
     fn f32_npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -560,15 +560,6 @@ mod tests {
 
     fn write_proto(path: &Path, proto: &TensorProto) {
         std::fs::write(path, proto.encode_to_vec()).unwrap();
-    }
-
-    fn values_f32(tensor: &Tensor) -> Vec<f32> {
-        tensor
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
     }
 
     #[test]

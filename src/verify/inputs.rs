@@ -25,9 +25,9 @@ pub const DEFAULT_DIM: usize = 8;
 /// Exclusive upper bound of random integer inputs, which are drawn from `0..4`.
 const RANDOM_INT_BOUND: u64 = 4;
 
-/// Largest generated input, in bytes. Verification holds the input and the
-/// activations of two models at once, so a larger input would rather exhaust
-/// memory (or abort on a failed allocation) than verify anything.
+/// Largest generated input, in bytes. Verification keeps the input and the
+/// activations of two models in memory at once, so a larger input would more
+/// likely exhaust memory (or abort on a failed allocation) than verify anything.
 const MAX_INPUT_BYTES: usize = 1 << 31;
 
 /// Failure to build the input set for a model.

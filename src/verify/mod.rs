@@ -577,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn initializer_listed_as_input_is_not_a_real_input() {
+    fn initializer_input_not_real_input() {
         let mut builder = ModelBuilder::new();
         builder.input("x", DataType::Float, &[fixed(2)]);
         builder.initializer_as_input("bias", &[2], &[1.0, 2.0]);

@@ -355,16 +355,7 @@ mod tests {
     use super::*;
     use crate::verify::inputs::{build_inputs, InputRequest};
     use crate::verify::load::load_model;
-    use crate::verify::test_models::{self, fixed, param, ModelBuilder};
-
-    fn values_f32(tensor: &Tensor) -> Vec<f32> {
-        tensor
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
-    }
+    use crate::verify::test_models::{self, fixed, param, values_f32, ModelBuilder};
 
     /// `y = x * 2 + 1` on `x: [n, 2]`, with a stored output shape that is wrong on purpose.
     fn affine_model() -> Vec<u8> {

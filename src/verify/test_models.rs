@@ -249,3 +249,8 @@ pub fn add_external_bias(location: &str, count: i64) -> Vec<u8> {
     }
     encode(&model)
 }
+
+/// Returns the values of a float32 tensor in row-major order.
+pub fn values_f32(tensor: &tract_onnx::prelude::Tensor) -> Vec<f32> {
+    tensor.to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
